@@ -1,0 +1,376 @@
+"""The ``glacimap`` command line: a thin typer layer over the Python API.
+
+Each command turns its flags into a settings object (:mod:`glacimap.settings`, which merges
+defaults, ``--config`` and ``GLACIMAP_*`` variables), calls one library function through
+:func:`glacimap.runlog.run_stage`, and prints the result. Errors become one line on stderr and
+an exit code: 0 success, 1 the run failed, 2 bad usage or bad input, 3 partial success.
+Heavy libraries (torch, dask) are imported inside the stage functions so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from glacimap import __version__
+from glacimap.errors import EXIT_BAD_INPUT, EXIT_FAILED, GlacimapError, NotImplementedYetError
+from glacimap.settings import (
+    BaseSettings,
+    CalibrateSettings,
+    ChangeSettings,
+    DemoSettings,
+    EvaluateSettings,
+    FetchSettings,
+    OutlinesSettings,
+    PredictSettings,
+    SplitSettings,
+    TrainSettings,
+    resolve_settings,
+)
+
+app = typer.Typer(
+    name="glacimap",
+    help="Glacier inventories from open satellite data: fetch scenes, map ice, draw outlines, "
+    "split complexes along ice divides and report area change.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+log = logging.getLogger("glacimap")
+
+# -- shared options (rasterio's rio/options.py idea: define once, use everywhere) -----------------
+Work = Annotated[Optional[Path], typer.Option("--work", help="Workspace folder. [default: ./glacimap-work]")]
+Config = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="TOML file with option values (the command line wins over it)."),
+]
+Scheduler = Annotated[
+    Optional[str],
+    typer.Option("--scheduler", help="Address of a dask.distributed scheduler. [default: a local cluster]"),
+]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Local dask workers. [default: one per core]")]
+Overwrite = Annotated[
+    Optional[bool], typer.Option("--overwrite/--no-overwrite", help="Replace finished outputs instead of skipping them.")
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only print warnings and errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print debug messages.")]
+Year = Annotated[Optional[int], typer.Option("--year", help="Year of the acquisitions (required).")]
+IdColumn = Annotated[
+    Optional[str],
+    typer.Option("--id-column", help="Column with glacier ids. [default: auto: glacier_id, RGIId, rgi_id, GLIMSId, glac_id, id]"),
+]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. [default: auto]")]
+
+_CLI_ONLY = ("config", "debug", "quiet", "verbose")
+
+
+def _configure_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(console=_stderr_console(), show_path=False, show_time=False, markup=False)
+    root = logging.getLogger("glacimap")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _stderr_console():  # noqa: ANN202 - rich type kept out of module import
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _not_implemented(issue: int) -> Callable[[BaseSettings], Any]:
+    def stage(settings: BaseSettings) -> Any:
+        raise NotImplementedYetError(f"glacimap {settings.command} is not implemented yet (issue #{issue})")
+
+    return stage
+
+
+def _execute(
+    cls: type[BaseSettings],
+    values: dict[str, Any],
+    stage: Callable[[BaseSettings], Any],
+    report: Callable[[Any], None] | None = None,
+) -> None:
+    """Resolve settings from the command's flags, run the stage, map errors to exit codes."""
+    debug = bool(values.get("debug"))
+    _configure_logging(bool(values.get("quiet")), bool(values.get("verbose")))
+    cli = {k: v for k, v in values.items() if k not in _CLI_ONLY}
+    try:
+        settings = resolve_settings(cls, cli, values.get("config"))
+        from glacimap.runlog import run_stage
+
+        result = run_stage(settings, stage)
+    except GlacimapError as exc:
+        _fail(cls.command, str(exc), exc.exit_code, debug)
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Unexpected: still one line, but say it is probably a bug.
+        _fail(cls.command, f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)", EXIT_FAILED, debug)
+    if report is not None:
+        report(result)
+
+
+def _fail(command: str, message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"glacimap {command}: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"glacimap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Glacier inventories from open satellite data.
+
+    Exit codes: 0 success, 1 the run failed, 2 bad usage or bad input,
+    3 partial success (some glaciers failed; the others were written).
+    """
+
+
+@app.command()
+def fetch(
+    inventory: Annotated[Optional[Path], typer.Option("--inventory", help="Reference outlines (any OGR format).")] = None,
+    aoi: Annotated[Optional[str], typer.Option("--aoi", help="Area of interest 'minlon,minlat,maxlon,maxlat' (wall-to-wall mode).")] = None,
+    year: Year = None,
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", help="auto, s2, landsat or s1; repeat for several. [default: auto]")] = None,
+    window: Annotated[Optional[str], typer.Option("--window", help="Acquisition window MM-DD:MM-DD. [default: the hemisphere's end of melt season]")] = None,
+    date: Annotated[Optional[str], typer.Option("--date", help="Target date YYYY-MM-DD (with --days).")] = None,
+    days: Annotated[Optional[int], typer.Option("--days", help="Days either side of --date. [default: 15]")] = None,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Least-cloudy tiles scored per glacier. [default: 5]")] = None,
+    max_cloud: Annotated[Optional[float], typer.Option("--max-cloud", help="Largest cloud fraction over a glacier to accept. [default: 0.3]")] = None,
+    buffer: Annotated[Optional[float], typer.Option("--buffer", help="Metres around the outline scored for cloud. [default: 100]")] = None,
+    chip_margin: Annotated[Optional[float], typer.Option("--chip-margin", help="Metres around the outline's bounding box in a chip. [default: 500]")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="stac or sentinelhub. [default: stac]")] = None,
+    stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root. [default: Earth Search v1]")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="earth-search or planetary-computer. [default: earth-search]")] = None,
+    composite: Annotated[Optional[bool], typer.Option("--composite/--no-composite", help="Fill cloud gaps per pixel from the next best scenes.")] = None,
+    id_column: IdColumn = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Choose the least-cloudy scene per glacier and write 10 m analysis-ready chips."""
+    values = dict(locals())
+    values["sensors"] = values.pop("sensor")
+    values["target_date"] = values.pop("date")
+    _execute(FetchSettings, values, _not_implemented(4))
+
+
+@app.command()
+def predict(
+    year: Year = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="synthetic-demo, band-ratio or a .safetensors file. [default: synthetic-demo]")] = None,
+    device: Device = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in pixels. [default: 384]")] = None,
+    overlap: Annotated[Optional[float], typer.Option("--overlap", help="Tile overlap fraction. [default: 0.5]")] = None,
+    batch_size: Annotated[Optional[str], typer.Option("--batch-size", help="Tiles per batch or 'auto'. [default: auto]")] = None,
+    mc_samples: Annotated[Optional[int], typer.Option("--mc-samples", help="Monte-Carlo dropout samples (0: plain softmax). [default: 0]")] = None,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="8x flip/rotation test-time augmentation.")] = None,
+    bias_optimisation: Annotated[Optional[bool], typer.Option("--bias-optimisation/--no-bias-optimisation", help="Adapt region logits to the scene (region-encoding models).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16. [default: auto]")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Map glacier ice on every chip of a year with tiled inference and calibrated confidence."""
+    values = dict(locals())
+    if values["batch_size"] not in (None, "auto"):
+        values["batch_size"] = _int_option("--batch-size", values["batch_size"])
+    _execute(PredictSettings, values, _not_implemented(6))
+
+
+@app.command()
+def outlines(
+    year: Year = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Glacier probability threshold. [default: 0.5]")] = None,
+    min_area: Annotated[Optional[float], typer.Option("--min-area", help="Smallest glacier or hole kept, km2. [default: 0.01]")] = None,
+    simplify: Annotated[Optional[float], typer.Option("--simplify", help="Topology-preserving simplification tolerance, m. [default: 5]")] = None,
+    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory, territory or none. [default: inventory]")] = None,
+    territory_buffer: Annotated[Optional[float], typer.Option("--territory-buffer", help="Metres a glacier may advance beyond its reference outline. [default: 200]")] = None,
+    split_divides: Annotated[Optional[bool], typer.Option("--split-divides/--no-split-divides", help="Split complexes along ice divides.")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Vectorise predictions into glacier outlines with 95 % confidence bands."""
+    _execute(OutlinesSettings, dict(locals()), _not_implemented(7))
+
+
+@app.command()
+def split(
+    outlines: Annotated[Optional[Path], typer.Option("--outlines", help="Glacier complexes to split (required).")] = None,
+    dem: Annotated[Optional[Path], typer.Option("--dem", help="DEM covering the complexes (required).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output GeoPackage (required).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="kienholz or reference. [default: kienholz]")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference inventory (method reference).")] = None,
+    id_column: IdColumn = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Split glacier complexes into glaciers along ice divides (Kienholz et al. 2013)."""
+    _execute(SplitSettings, dict(locals()), _not_implemented(7))
+
+
+@app.command()
+def change(
+    year_from: Annotated[Optional[int], typer.Option("--from", help="Start year (required).")] = None,
+    year_to: Annotated[Optional[int], typer.Option("--to", help="End year (required).")] = None,
+    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory or territory. [default: inventory]")] = None,
+    min_recall: Annotated[Optional[float], typer.Option("--min-recall", help="Drop glaciers mapped with lower recall. [default: 0.75]")] = None,
+    max_masked: Annotated[Optional[float], typer.Option("--max-masked", help="Drop glaciers with more masked area. [default: 0.2]")] = None,
+    drop_extreme: Annotated[Optional[float], typer.Option("--drop-extreme", help="Share of most extreme rates dropped. [default: 0.05]")] = None,
+    outlines_from: Annotated[Optional[Path], typer.Option("--outlines-from", help="Start-year outlines (outlines form).")] = None,
+    outlines_to: Annotated[Optional[Path], typer.Option("--outlines-to", help="End-year outlines (outlines form).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (outlines form).")] = None,
+    id_column: IdColumn = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Report per-glacier and regional area change between two years."""
+    _execute(ChangeSettings, dict(locals()), _not_implemented(8))
+
+
+@app.command()
+def train(
+    year: Year = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: glavitu-s, glavitu or unet-resnet34. [default: glavitu-s]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Weights file NAME.safetensors (required).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs. [default: 40]")] = None,
+    patch: Annotated[Optional[int], typer.Option("--patch", help="Patch size in pixels. [default: 384]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Patches per batch. [default: 8]")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", help="Geographic folds. [default: 5]")] = None,
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Fold held out for validation.")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="global, regional, finetune, region-encoding or coordinate-encoding. [default: global]")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Weights to start from.")] = None,
+    device: Device = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed. [default: 0]")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train a glacier segmentation model on the workspace's chips and inventory."""
+    _execute(TrainSettings, dict(locals()), _not_implemented(5))
+
+
+@app.command()
+def calibrate(
+    year: Year = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name or .safetensors file (required).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="auto, kernel-ridge or isotonic. [default: auto]")] = None,
+    bins: Annotated[Optional[int], typer.Option("--bins", help="Reliability-curve bins. [default: 100]")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Fit a model's confidence calibration map on validation chips."""
+    _execute(CalibrateSettings, dict(locals()), _not_implemented(6))
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Optional[Path], typer.Option("--pred", help="Predicted outlines (.gpkg) or raster (.tif) (required).")] = None,
+    ref: Annotated[Optional[Path], typer.Option("--ref", help="Reference outlines or raster (required).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="JSON report file.")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Accuracy of predicted outlines: IoU, detection F1, area deviation, PoLiS, ECE."""
+    _execute(EvaluateSettings, dict(locals()), _not_implemented(6))
+
+
+@app.command()
+def demo(
+    generate_only: Annotated[Optional[bool], typer.Option("--generate-only/--full", help="Only generate the synthetic world and its figure.")] = None,
+    small: Annotated[Optional[bool], typer.Option("--small/--default-size", help="A few-km region (seconds) instead of about 20 x 20 km.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the synthetic world. [default: 42]")] = None,
+    work: Annotated[Optional[Path], typer.Option("--work", help="Demo folder. [default: ./glacimap-demo]")] = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Workers = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run the whole chain offline on a synthetic glacier world served by a local STAC API."""
+    _execute(DemoSettings, dict(locals()), _not_implemented(9))
+
+
+def _int_option(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        typer.echo(f"glacimap: error: {flag} expects an integer or 'auto', got {value!r}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

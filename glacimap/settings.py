@@ -1,0 +1,365 @@
+"""Validated settings, one object per command, shared by the CLI and the Python API.
+
+Values come from four places, later ones winning: the defaults below < a TOML config file
+(top-level keys for every command, a ``[command]`` table for one command) < environment
+variables ``GLACIMAP_<KEY>`` (e.g. ``GLACIMAP_WORK``) < command-line flags. Unknown keys in a
+config file are errors that name the file and the key. Secrets are :class:`pydantic.SecretStr`
+and are masked wherever settings are printed or logged (see :meth:`BaseSettings.public_dict`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+import datetime as dt
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from glacimap.errors import ConfigError, InputNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "GLACIMAP_"
+Device = Literal["auto", "cpu", "cuda"]
+Restrict = Literal["inventory", "territory", "none"]
+_WINDOW = re.compile(r"^(\d{2})-(\d{2}):(\d{2})-(\d{2})$")
+
+
+class BaseSettings(BaseModel):
+    """Options every command shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    command: ClassVar[str] = ""
+
+    work: Path = Field(Path("glacimap-work"), description="workspace folder")
+    scheduler: str | None = Field(None, description="address of a dask.distributed scheduler")
+    workers: int | None = Field(None, ge=1, le=1024, description="local dask workers (default: one per core)")
+    overwrite: bool = Field(False, description="replace finished outputs instead of skipping them")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values with every secret masked."""
+        return self.model_dump(mode="json")
+
+
+class FetchSettings(BaseSettings):
+    """``glacimap fetch``: per-glacier scene selection and chips."""
+
+    command: ClassVar[str] = "fetch"
+    inventory: Path | None = None
+    aoi: tuple[float, float, float, float] | None = Field(None, description="minlon,minlat,maxlon,maxlat")
+    year: int = Field(..., ge=1982, le=2100)
+    sensors: tuple[Literal["auto", "s2", "landsat", "s1"], ...] = ("auto",)
+    window: str | None = Field(None, description="MM-DD:MM-DD acquisition window")
+    target_date: dt.date | None = Field(None, description="target date, with days either side")
+    days: int = Field(15, ge=0, le=183)
+    candidates: int = Field(5, ge=1, le=100)
+    max_cloud: float = Field(0.3, ge=0.0, le=1.0)
+    min_coverage: float = Field(0.9, ge=0.0, le=1.0)
+    buffer: float = Field(100.0, ge=0.0, le=10_000.0, description="metres around the outline for cloud scores")
+    chip_margin: float = Field(500.0, ge=0.0, le=50_000.0)
+    resolution: float = Field(10.0, gt=0.0, le=1000.0)
+    backend: Literal["stac", "sentinelhub"] = "stac"
+    stac_url: str = "https://earth-search.aws.element84.com/v1"
+    profile: Literal["earth-search", "planetary-computer"] = "earth-search"
+    id_column: str | None = None
+    composite: bool = False
+    sh_client_id: str | None = None
+    sh_client_secret: SecretStr | None = None
+    sh_base_url: str | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _WINDOW.match(value)
+        if not match:
+            raise ValueError("expected MM-DD:MM-DD, e.g. 08-01:10-15")
+        m1, d1, m2, d2 = (int(g) for g in match.groups())
+        for month, day in ((m1, d1), (m2, d2)):
+            dt.date(2001, month, day)  # raises ValueError for an impossible day
+        return value
+
+    @field_validator("aoi", mode="before")
+    @classmethod
+    def _parse_aoi(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if len(parts) != 4:
+                raise ValueError("expected four comma-separated numbers minlon,minlat,maxlon,maxlat")
+            return tuple(parts)
+        return value
+
+    @field_validator("aoi")
+    @classmethod
+    def _check_aoi(cls, value: tuple[float, float, float, float] | None) -> Any:
+        if value is None:
+            return value
+        minx, miny, maxx, maxy = value
+        if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
+            raise ValueError("expected minlon,minlat,maxlon,maxlat in degrees with min < max")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FetchSettings:
+        if (self.inventory is None) == (self.aoi is None):
+            raise ValueError("give exactly one of inventory or aoi")
+        if self.window is not None and self.target_date is not None:
+            raise ValueError("give either window or date/days, not both")
+        return self
+
+
+class PredictSettings(BaseSettings):
+    """``glacimap predict``: tiled inference on the chips of one year."""
+
+    command: ClassVar[str] = "predict"
+    year: int = Field(..., ge=1982, le=2100)
+    model: str = "synthetic-demo"
+    device: Device = "auto"
+    tile: int = Field(384, ge=32, le=4096)
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    batch_size: int | Literal["auto"] = "auto"
+    mc_samples: int = Field(0, ge=0, le=1000)
+    tta: bool = False
+    bias_optimisation: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return value
+
+
+class OutlinesSettings(BaseSettings):
+    """``glacimap outlines``: vector outlines and confidence bands from predictions."""
+
+    command: ClassVar[str] = "outlines"
+    year: int = Field(..., ge=1982, le=2100)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_area: float = Field(0.01, ge=0.0, description="km2")
+    simplify: float = Field(5.0, ge=0.0, description="metres")
+    restrict: Restrict = "inventory"
+    territory_buffer: float = Field(200.0, ge=0.0, description="metres")
+    split_divides: bool = False
+
+
+class SplitSettings(BaseSettings):
+    """``glacimap split``: split glacier complexes along ice divides."""
+
+    command: ClassVar[str] = "split"
+    outlines: Path
+    dem: Path
+    out: Path
+    method: Literal["kienholz", "reference"] = "kienholz"
+    reference: Path | None = None
+    id_column: str | None = None
+
+    @model_validator(mode="after")
+    def _reference_given(self) -> SplitSettings:
+        if self.method == "reference" and self.reference is None:
+            raise ValueError("method 'reference' needs reference (a reference inventory)")
+        return self
+
+
+class ChangeSettings(BaseSettings):
+    """``glacimap change``: area change between two years."""
+
+    command: ClassVar[str] = "change"
+    year_from: int = Field(..., ge=1850, le=2100)
+    year_to: int = Field(..., ge=1850, le=2100)
+    restrict: Literal["inventory", "territory"] = "inventory"
+    min_recall: float = Field(0.75, ge=0.0, le=1.0)
+    max_masked: float = Field(0.2, ge=0.0, le=1.0)
+    drop_extreme: float = Field(0.05, ge=0.0, lt=1.0)
+    outlines_from: Path | None = None
+    outlines_to: Path | None = None
+    out: Path | None = None
+    id_column: str | None = None
+
+    @model_validator(mode="after")
+    def _years_and_sources(self) -> ChangeSettings:
+        if self.year_from >= self.year_to:
+            raise ValueError(f"--from ({self.year_from}) must be before --to ({self.year_to})")
+        if (self.outlines_from is None) != (self.outlines_to is None):
+            raise ValueError("give both outlines_from and outlines_to, or neither")
+        return self
+
+
+class TrainSettings(BaseSettings):
+    """``glacimap train``: train a segmentation model on the workspace's chips."""
+
+    command: ClassVar[str] = "train"
+    year: int = Field(..., ge=1982, le=2100)
+    model: str = "glavitu-s"
+    out: Path
+    epochs: int = Field(40, ge=1, le=10_000)
+    patch: int = Field(384, ge=32, le=4096)
+    batch_size: int = Field(8, ge=1, le=4096)
+    folds: int = Field(5, ge=2, le=100)
+    fold: int | None = Field(None, ge=0)
+    strategy: Literal["global", "regional", "finetune", "region-encoding", "coordinate-encoding"] = "global"
+    init: Path | None = None
+    device: Device = "auto"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> TrainSettings:
+        if self.fold is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is out of range for {self.folds} folds (0..{self.folds - 1})")
+        if self.strategy == "finetune" and self.init is None:
+            raise ValueError("strategy 'finetune' needs init (the weights to start from)")
+        return self
+
+
+class CalibrateSettings(BaseSettings):
+    """``glacimap calibrate``: fit the confidence calibration map of a model."""
+
+    command: ClassVar[str] = "calibrate"
+    year: int = Field(..., ge=1982, le=2100)
+    model: str
+    method: Literal["auto", "kernel-ridge", "isotonic"] = "auto"
+    bins: int = Field(100, ge=5, le=10_000)
+
+
+class EvaluateSettings(BaseSettings):
+    """``glacimap evaluate``: accuracy metrics of predicted outlines or rasters."""
+
+    command: ClassVar[str] = "evaluate"
+    pred: Path
+    ref: Path
+    out: Path | None = None
+
+
+class DemoSettings(BaseSettings):
+    """``glacimap demo``: the whole chain on the synthetic world, offline."""
+
+    command: ClassVar[str] = "demo"
+    work: Path = Path("glacimap-demo")
+    generate_only: bool = False
+    small: bool = False
+    seed: int = 42
+
+
+SETTINGS_BY_COMMAND: dict[str, type[BaseSettings]] = {
+    cls.command: cls
+    for cls in (
+        FetchSettings,
+        PredictSettings,
+        OutlinesSettings,
+        SplitSettings,
+        ChangeSettings,
+        TrainSettings,
+        CalibrateSettings,
+        EvaluateSettings,
+        DemoSettings,
+    )
+}
+
+
+def read_config(path: Path, command: str) -> dict[str, Any]:
+    """Read the keys that apply to ``command`` from a TOML config file.
+
+    Top-level keys apply to every command that knows them; a ``[command]`` table applies to
+    that command only. Keys unknown to every command are errors naming the file and the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"config file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from exc
+
+    cls = SETTINGS_BY_COMMAND[command]
+    known_anywhere = set().union(*(c.model_fields for c in SETTINGS_BY_COMMAND.values()))
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in SETTINGS_BY_COMMAND:
+            for sub_key in value:
+                if sub_key not in SETTINGS_BY_COMMAND[key].model_fields:
+                    raise ConfigError(f"config file {path}: unknown key '{sub_key}' in [{key}]")
+            if key == command:
+                values.update({k.replace("-", "_"): v for k, v in value.items()})
+            continue
+        name = key.replace("-", "_")
+        if name not in known_anywhere:
+            raise ConfigError(f"config file {path}: unknown key '{key}'")
+        if name in cls.model_fields:
+            values.setdefault(name, value)
+    return values
+
+
+def read_environment(cls: type[BaseSettings], environ: Mapping[str, str]) -> dict[str, str]:
+    """Values for ``cls``'s fields from ``GLACIMAP_<KEY>`` environment variables."""
+    values = {}
+    for name in cls.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            values[name] = environ[key]
+    return values
+
+
+def _split_env_lists(cls: type[BaseSettings], values: dict[str, Any]) -> dict[str, Any]:
+    """Environment strings for tuple fields are comma-separated lists."""
+    out = dict(values)
+    for name, value in values.items():
+        annotation = str(cls.model_fields[name].annotation)
+        if isinstance(value, str) and annotation.startswith("tuple"):
+            out[name] = [part.strip() for part in value.split(",") if part.strip()]
+    return out
+
+
+def resolve_settings(
+    cls: type[BaseSettings],
+    cli: Mapping[str, Any] | None = None,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BaseSettings:
+    """Build validated settings: defaults < config file < environment < ``cli`` values.
+
+    ``cli`` holds only the flags the user gave (``None`` values are ignored). Errors become one
+    :class:`ConfigError` line saying which key, from where, and what was expected.
+    """
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config is not None:
+        layers.append((f"config file {config}", read_config(Path(config), cls.command)))
+    layers.append(("environment", _split_env_lists(cls, read_environment(cls, environ))))
+    layers.append(("command line", {k: v for k, v in (cli or {}).items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = source
+    try:
+        return cls(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(cls, exc, origin)) from None
+
+
+def _describe(cls: type[BaseSettings], exc: ValidationError, origin: Mapping[str, str]) -> str:
+    """One line for the first validation problem, naming key, source and expectation."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err.get("loc", ()) if not isinstance(part, int)]
+    key = loc[0] if loc else None
+    message = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if key is None:
+        return f"{cls.command}: {message}"
+    source = origin.get(key, "defaults")
+    if err.get("type") == "missing":
+        return f"{cls.command}: missing required option '{key.replace('_', '-')}'"
+    if err.get("type") == "extra_forbidden":
+        return f"{cls.command}: unknown option '{key}' (from {source})"
+    shown = "***" if "secret" in key else repr(err.get("input"))
+    return f"{cls.command}: invalid value {shown} for '{key.replace('_', '-')}' (from {source}): {message}"
