@@ -285,7 +285,7 @@ def read_config(path: Path, command: str) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, dict) and key in SETTINGS_BY_COMMAND:
             for sub_key in value:
-                if sub_key not in SETTINGS_BY_COMMAND[key].model_fields:
+                if sub_key.replace("-", "_") not in SETTINGS_BY_COMMAND[key].model_fields:
                     raise ConfigError(f"config file {path}: unknown key '{sub_key}' in [{key}]")
             if key == command:
                 values.update({k.replace("-", "_"): v for k, v in value.items()})

@@ -14,12 +14,14 @@ from glacimap.workspace import atomic_path
 
 #: Version of glacimap's own vector schemas, stored in every GeoPackage it writes.
 SCHEMA_VERSION = "1"
+#: Table holding glacimap's metadata (schema version) in its GeoPackages.
+META_LAYER = "glacimap_meta"
 
 
 def write_layers(path: Path | str, layers: Mapping[str, gpd.GeoDataFrame], overwrite: bool = True) -> Path:
     """Write several named layers into one GeoPackage, atomically.
 
-    Every layer must have a CRS. A ``glacimap_meta`` table stores the schema version.
+    Every layer must have a CRS. A :data:`META_LAYER` table stores the schema version.
     """
     import pandas as pd
 
@@ -30,7 +32,7 @@ def write_layers(path: Path | str, layers: Mapping[str, gpd.GeoDataFrame], overw
                 raise InvalidInputError(f"{path}: layer '{name}' has no CRS; refusing to write it")
             frame.to_file(tmp, layer=name, driver="GPKG")
         meta = pd.DataFrame({"key": ["schema_version"], "value": [SCHEMA_VERSION]})
-        pyogrio.write_dataframe(meta, tmp, layer="glacimap_meta", driver="GPKG")
+        pyogrio.write_dataframe(meta, tmp, layer=META_LAYER, driver="GPKG")
     return path
 
 
@@ -40,10 +42,13 @@ def read_layer(path: Path | str, layer: str | None = None) -> gpd.GeoDataFrame:
     if not path.exists():
         raise InputNotFoundError(f"{path}: vector file not found")
     try:
-        if layer is not None:
-            available = [name for name, _ in pyogrio.list_layers(path)]
-            if layer not in available:
-                raise InvalidInputError(f"{path}: no layer '{layer}' (layers: {available})")
+        available = [name for name, _ in pyogrio.list_layers(path) if name != META_LAYER]
+        if layer is None:
+            if not available:
+                raise InvalidInputError(f"{path}: no vector layer")
+            layer = available[0]
+        elif layer not in available:
+            raise InvalidInputError(f"{path}: no layer '{layer}' (layers: {available})")
         frame = gpd.read_file(path, layer=layer)
     except DataSourceError as exc:
         raise InvalidInputError(f"{path}: not a readable vector file ({exc})") from exc

@@ -1,0 +1,126 @@
+"""The CLI contract: subcommands, --help, --version, exit codes and the run log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glacimap import __version__
+from glacimap.cli import app
+from glacimap.runlog import mask_secrets, mask_url
+
+runner = CliRunner()
+COMMANDS = ["fetch", "predict", "outlines", "split", "change", "train", "calibrate", "evaluate", "demo"]
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_subcommand_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    for shared in ("--work", "--config", "--scheduler", "--workers", "--debug", "--quiet"):
+        assert shared in result.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_bad_usage_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", "--work", str(tmp_path), "--year", "2023", "--overlap", "1.5"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "overlap" in lines[0] and "Traceback" not in result.output
+
+
+def test_unknown_option_is_usage_error() -> None:
+    assert runner.invoke(app, ["predict", "--no-such-flag"]).exit_code == 2
+
+
+def test_bad_config_file_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[predict]\ntyle = 3\n")
+    result = runner.invoke(app, ["predict", "--year", "2023", "--config", str(cfg), "--work", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown key 'tyle'" in result.stderr and str(cfg) in result.stderr
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", "--year", "1800", "--work", str(tmp_path), "--debug"])
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_runs_are_logged_without_credentials(tmp_path: Path) -> None:
+    secret = "s3cr3t-value"
+    result = runner.invoke(
+        app,
+        ["fetch", "--aoi", "10,46,11,47", "--year", "2023", "--work", str(tmp_path),
+         "--stac-url", f"https://user:{secret}@example.org/stac?token={secret}&x=1"],
+        env={"GLACIMAP_SH_CLIENT_SECRET": secret, "GLACIMAP_SH_CLIENT_ID": "client-7"},
+    )
+    log_text = (tmp_path / "runs.jsonl").read_text()
+    assert secret not in log_text
+    record = json.loads(log_text.splitlines()[-1])
+    assert record["command"] == "fetch" and record["glacimap_version"] == __version__
+    assert record["settings"]["sh_client_id"] == "client-7"
+    assert record["settings"]["sh_client_secret"] == "***"
+    assert {"start", "end", "status", "exit_code"} <= record.keys()
+    assert record["exit_code"] == result.exit_code
+
+
+def test_mask_helpers() -> None:
+    assert mask_url("https://u:p@h.org/a?sig=abc&b=2") == "https://u:***@h.org/a?sig=***&b=2"
+    assert mask_url("https://h.org/x") == "https://h.org/x"
+    masked = mask_secrets({"api_key": "k", "nested": {"password": "p", "url": "http://a:b@c/"}, "sh_client_id": "id"})
+    assert masked == {"api_key": "***", "nested": {"password": "***", "url": "http://a:***@c/"}, "sh_client_id": "id"}
+
+
+def test_console_script_help_is_fast() -> None:
+    # --help must not import torch or dask (they make start-up slow)
+    code = "import sys; from glacimap.cli import app; print('torch' in sys.modules, 'distributed' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "status"),
+    [
+        ("partial", 3, "partial"),
+        ("fetch", 1, "failed"),
+        ("input", 2, "bad_input"),
+        (None, 0, "ok"),
+    ],
+)
+def test_exit_codes_and_status(tmp_path: Path, error: str | None, code: int, status: str) -> None:
+    import typer
+
+    from glacimap.cli import _execute
+    from glacimap.errors import FetchError, InvalidInputError, PartialFailureError
+    from glacimap.settings import PredictSettings
+
+    def stage(settings: PredictSettings) -> str:
+        if error == "partial":
+            raise PartialFailureError("2 of 5 glaciers failed", failed=2, total=5)
+        if error == "fetch":
+            raise FetchError("HTTP 500 after 3 retries for chip G1")
+        if error == "input":
+            raise InvalidInputError("chip.tif: truncated")
+        return "done"
+
+    app_ = typer.Typer()
+    app_.command()(lambda: _execute(PredictSettings, {"year": 2023, "work": tmp_path}, stage))
+    result = runner.invoke(app_, [])
+    assert result.exit_code == code
+    record = json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["status"] == status and record["exit_code"] == code
