@@ -47,16 +47,16 @@ app = typer.Typer(
 log = logging.getLogger("glacimap")
 
 # -- shared options (rasterio's rio/options.py idea: define once, use everywhere) -----------------
-Work = Annotated[Optional[Path], typer.Option("--work", help="Workspace folder. [default: ./glacimap-work]")]
+Work = Annotated[Optional[Path], typer.Option("--work", help="Workspace folder. \\[default: ./glacimap-work]")]
 Config = Annotated[
     Optional[Path],
     typer.Option("--config", help="TOML file with option values (the command line wins over it)."),
 ]
 Scheduler = Annotated[
     Optional[str],
-    typer.Option("--scheduler", help="Address of a dask.distributed scheduler. [default: a local cluster]"),
+    typer.Option("--scheduler", help="Address of a dask.distributed scheduler. \\[default: a local cluster]"),
 ]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="Local dask workers. [default: one per core]")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Local dask workers. \\[default: one per core]")]
 Overwrite = Annotated[
     Optional[bool], typer.Option("--overwrite/--no-overwrite", help="Replace finished outputs instead of skipping them.")
 ]
@@ -66,9 +66,9 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print debug mess
 Year = Annotated[Optional[int], typer.Option("--year", help="Year of the acquisitions (required).")]
 IdColumn = Annotated[
     Optional[str],
-    typer.Option("--id-column", help="Column with glacier ids. [default: auto: glacier_id, RGIId, rgi_id, GLIMSId, glac_id, id]"),
+    typer.Option("--id-column", help="Column with glacier ids. \\[default: auto: glacier_id, RGIId, rgi_id, GLIMSId, glac_id, id]"),
 ]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. [default: auto]")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. \\[default: auto]")]
 
 _CLI_ONLY = ("config", "debug", "quiet", "verbose")
 
@@ -152,17 +152,17 @@ def fetch(
     inventory: Annotated[Optional[Path], typer.Option("--inventory", help="Reference outlines (any OGR format).")] = None,
     aoi: Annotated[Optional[str], typer.Option("--aoi", help="Area of interest 'minlon,minlat,maxlon,maxlat' (wall-to-wall mode).")] = None,
     year: Year = None,
-    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", help="auto, s2, landsat or s1; repeat for several. [default: auto]")] = None,
-    window: Annotated[Optional[str], typer.Option("--window", help="Acquisition window MM-DD:MM-DD. [default: the hemisphere's end of melt season]")] = None,
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", help="auto, s2, landsat or s1; repeat for several. \\[default: auto]")] = None,
+    window: Annotated[Optional[str], typer.Option("--window", help="Acquisition window MM-DD:MM-DD. \\[default: the hemisphere's end of melt season]")] = None,
     date: Annotated[Optional[str], typer.Option("--date", help="Target date YYYY-MM-DD (with --days).")] = None,
-    days: Annotated[Optional[int], typer.Option("--days", help="Days either side of --date. [default: 15]")] = None,
-    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Least-cloudy tiles scored per glacier. [default: 5]")] = None,
-    max_cloud: Annotated[Optional[float], typer.Option("--max-cloud", help="Largest cloud fraction over a glacier to accept. [default: 0.3]")] = None,
-    buffer: Annotated[Optional[float], typer.Option("--buffer", help="Metres around the outline scored for cloud. [default: 100]")] = None,
-    chip_margin: Annotated[Optional[float], typer.Option("--chip-margin", help="Metres around the outline's bounding box in a chip. [default: 500]")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="stac or sentinelhub. [default: stac]")] = None,
-    stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root. [default: Earth Search v1]")] = None,
-    profile: Annotated[Optional[str], typer.Option("--profile", help="earth-search or planetary-computer. [default: earth-search]")] = None,
+    days: Annotated[Optional[int], typer.Option("--days", help="Days either side of --date. \\[default: 15]")] = None,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", help="Least-cloudy tiles scored per glacier. \\[default: 5]")] = None,
+    max_cloud: Annotated[Optional[float], typer.Option("--max-cloud", help="Largest cloud fraction over a glacier to accept. \\[default: 0.3]")] = None,
+    buffer: Annotated[Optional[float], typer.Option("--buffer", help="Metres around the outline scored for cloud. \\[default: 100]")] = None,
+    chip_margin: Annotated[Optional[float], typer.Option("--chip-margin", help="Metres around the outline's bounding box in a chip. \\[default: 500]")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="stac or sentinelhub. \\[default: stac]")] = None,
+    stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root. \\[default: Earth Search v1]")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="earth-search or planetary-computer. \\[default: earth-search]")] = None,
     composite: Annotated[Optional[bool], typer.Option("--composite/--no-composite", help="Fill cloud gaps per pixel from the next best scenes.")] = None,
     id_column: IdColumn = None,
     work: Work = None,
@@ -184,15 +184,15 @@ def fetch(
 @app.command()
 def predict(
     year: Year = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="synthetic-demo, band-ratio or a .safetensors file. [default: synthetic-demo]")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="synthetic-demo, band-ratio or a .safetensors file. \\[default: synthetic-demo]")] = None,
     device: Device = None,
-    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in pixels. [default: 384]")] = None,
-    overlap: Annotated[Optional[float], typer.Option("--overlap", help="Tile overlap fraction. [default: 0.5]")] = None,
-    batch_size: Annotated[Optional[str], typer.Option("--batch-size", help="Tiles per batch or 'auto'. [default: auto]")] = None,
-    mc_samples: Annotated[Optional[int], typer.Option("--mc-samples", help="Monte-Carlo dropout samples (0: plain softmax). [default: 0]")] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in pixels. \\[default: 384]")] = None,
+    overlap: Annotated[Optional[float], typer.Option("--overlap", help="Tile overlap fraction. \\[default: 0.5]")] = None,
+    batch_size: Annotated[Optional[str], typer.Option("--batch-size", help="Tiles per batch or 'auto'. \\[default: auto]")] = None,
+    mc_samples: Annotated[Optional[int], typer.Option("--mc-samples", help="Monte-Carlo dropout samples (0: plain softmax). \\[default: 0]")] = None,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="8x flip/rotation test-time augmentation.")] = None,
     bias_optimisation: Annotated[Optional[bool], typer.Option("--bias-optimisation/--no-bias-optimisation", help="Adapt region logits to the scene (region-encoding models).")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16. [default: auto]")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16. \\[default: auto]")] = None,
     work: Work = None,
     config: Config = None,
     scheduler: Scheduler = None,
@@ -212,11 +212,11 @@ def predict(
 @app.command()
 def outlines(
     year: Year = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Glacier probability threshold. [default: 0.5]")] = None,
-    min_area: Annotated[Optional[float], typer.Option("--min-area", help="Smallest glacier or hole kept, km2. [default: 0.01]")] = None,
-    simplify: Annotated[Optional[float], typer.Option("--simplify", help="Topology-preserving simplification tolerance, m. [default: 5]")] = None,
-    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory, territory or none. [default: inventory]")] = None,
-    territory_buffer: Annotated[Optional[float], typer.Option("--territory-buffer", help="Metres a glacier may advance beyond its reference outline. [default: 200]")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Glacier probability threshold. \\[default: 0.5]")] = None,
+    min_area: Annotated[Optional[float], typer.Option("--min-area", help="Smallest glacier or hole kept, km2. \\[default: 0.01]")] = None,
+    simplify: Annotated[Optional[float], typer.Option("--simplify", help="Topology-preserving simplification tolerance, m. \\[default: 5]")] = None,
+    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory, territory or none. \\[default: inventory]")] = None,
+    territory_buffer: Annotated[Optional[float], typer.Option("--territory-buffer", help="Metres a glacier may advance beyond its reference outline. \\[default: 200]")] = None,
     split_divides: Annotated[Optional[bool], typer.Option("--split-divides/--no-split-divides", help="Split complexes along ice divides.")] = None,
     work: Work = None,
     config: Config = None,
@@ -236,7 +236,7 @@ def split(
     outlines: Annotated[Optional[Path], typer.Option("--outlines", help="Glacier complexes to split (required).")] = None,
     dem: Annotated[Optional[Path], typer.Option("--dem", help="DEM covering the complexes (required).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output GeoPackage (required).")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="kienholz or reference. [default: kienholz]")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="kienholz or reference. \\[default: kienholz]")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="Reference inventory (method reference).")] = None,
     id_column: IdColumn = None,
     work: Work = None,
@@ -256,10 +256,10 @@ def split(
 def change(
     year_from: Annotated[Optional[int], typer.Option("--from", help="Start year (required).")] = None,
     year_to: Annotated[Optional[int], typer.Option("--to", help="End year (required).")] = None,
-    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory or territory. [default: inventory]")] = None,
-    min_recall: Annotated[Optional[float], typer.Option("--min-recall", help="Drop glaciers mapped with lower recall. [default: 0.75]")] = None,
-    max_masked: Annotated[Optional[float], typer.Option("--max-masked", help="Drop glaciers with more masked area. [default: 0.2]")] = None,
-    drop_extreme: Annotated[Optional[float], typer.Option("--drop-extreme", help="Share of most extreme rates dropped. [default: 0.05]")] = None,
+    restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory or territory. \\[default: inventory]")] = None,
+    min_recall: Annotated[Optional[float], typer.Option("--min-recall", help="Drop glaciers mapped with lower recall. \\[default: 0.75]")] = None,
+    max_masked: Annotated[Optional[float], typer.Option("--max-masked", help="Drop glaciers with more masked area. \\[default: 0.2]")] = None,
+    drop_extreme: Annotated[Optional[float], typer.Option("--drop-extreme", help="Share of most extreme rates dropped. \\[default: 0.05]")] = None,
     outlines_from: Annotated[Optional[Path], typer.Option("--outlines-from", help="Start-year outlines (outlines form).")] = None,
     outlines_to: Annotated[Optional[Path], typer.Option("--outlines-to", help="End-year outlines (outlines form).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (outlines form).")] = None,
@@ -280,17 +280,17 @@ def change(
 @app.command()
 def train(
     year: Year = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: glavitu-s, glavitu or unet-resnet34. [default: glavitu-s]")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Architecture: glavitu-s, glavitu or unet-resnet34. \\[default: glavitu-s]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Weights file NAME.safetensors (required).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs. [default: 40]")] = None,
-    patch: Annotated[Optional[int], typer.Option("--patch", help="Patch size in pixels. [default: 384]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Patches per batch. [default: 8]")] = None,
-    folds: Annotated[Optional[int], typer.Option("--folds", help="Geographic folds. [default: 5]")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs. \\[default: 40]")] = None,
+    patch: Annotated[Optional[int], typer.Option("--patch", help="Patch size in pixels. \\[default: 384]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Patches per batch. \\[default: 8]")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", help="Geographic folds. \\[default: 5]")] = None,
     fold: Annotated[Optional[int], typer.Option("--fold", help="Fold held out for validation.")] = None,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="global, regional, finetune, region-encoding or coordinate-encoding. [default: global]")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="global, regional, finetune, region-encoding or coordinate-encoding. \\[default: global]")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Weights to start from.")] = None,
     device: Device = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed. [default: 0]")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed. \\[default: 0]")] = None,
     work: Work = None,
     config: Config = None,
     scheduler: Scheduler = None,
@@ -308,8 +308,8 @@ def train(
 def calibrate(
     year: Year = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model name or .safetensors file (required).")] = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="auto, kernel-ridge or isotonic. [default: auto]")] = None,
-    bins: Annotated[Optional[int], typer.Option("--bins", help="Reliability-curve bins. [default: 100]")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="auto, kernel-ridge or isotonic. \\[default: auto]")] = None,
+    bins: Annotated[Optional[int], typer.Option("--bins", help="Reliability-curve bins. \\[default: 100]")] = None,
     work: Work = None,
     config: Config = None,
     scheduler: Scheduler = None,
@@ -345,8 +345,8 @@ def evaluate(
 def demo(
     generate_only: Annotated[Optional[bool], typer.Option("--generate-only/--full", help="Only generate the synthetic world and its figure.")] = None,
     small: Annotated[Optional[bool], typer.Option("--small/--default-size", help="A few-km region (seconds) instead of about 20 x 20 km.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the synthetic world. [default: 42]")] = None,
-    work: Annotated[Optional[Path], typer.Option("--work", help="Demo folder. [default: ./glacimap-demo]")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the synthetic world. \\[default: 42]")] = None,
+    work: Annotated[Optional[Path], typer.Option("--work", help="Demo folder. \\[default: ./glacimap-demo]")] = None,
     config: Config = None,
     scheduler: Scheduler = None,
     workers: Workers = None,

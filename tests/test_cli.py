@@ -124,3 +124,34 @@ def test_exit_codes_and_status(tmp_path: Path, error: str | None, code: int, sta
     assert result.exit_code == code
     record = json.loads((tmp_path / "runs.jsonl").read_text().splitlines()[-1])
     assert record["status"] == status and record["exit_code"] == code
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_defaults_match_settings(command: str) -> None:
+    """Every '[default: X]' shown in --help is the settings object's real default."""
+    import typer.main
+
+    from glacimap.settings import SETTINGS_BY_COMMAND
+
+    cls = SETTINGS_BY_COMMAND[command]
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]  # type: ignore[attr-defined]
+    renames = {"sensor": "sensors", "date": "target_date"}
+    checked = 0
+    for param in cmd.params:
+        if getattr(param, "param_type_name", "") != "option" or "[default: " not in (param.help or "").replace("\\[", "["):
+            continue
+        shown = param.help.replace("\\[", "[").split("[default: ", 1)[1].rstrip("]")
+        name = renames.get(param.name, param.name)
+        if name not in cls.model_fields or shown.startswith(("a local", "one per", "the ", "auto:")):
+            continue
+        default = cls.model_fields[name].default
+        default = default[0] if isinstance(default, tuple) and len(default) == 1 else default
+        if name == "work":
+            assert shown == f"./{default}"
+        elif name == "stac_url":
+            assert shown == "Earth Search v1" and "earth-search" in str(default)
+        else:
+            assert shown == str(default) or float(shown) == float(default), (command, name, shown, default)
+        checked += 1
+    assert checked >= 1
