@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -90,6 +91,26 @@ def _stderr_console():  # noqa: ANN202 - rich type kept out of module import
     return Console(stderr=True)
 
 
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[Any, int], None]]:
+    """A rich progress bar counting done / failed / skipped items; yields the callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    with Progress(
+        TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(), console=_stderr_console(), disable=quiet, transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=None, counts="")
+
+        def advance(outcome: Any, total: int) -> None:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            text = f"done {counts['ok']} failed {counts['failed']} skipped {counts['skipped']}"
+            bar.update(task, total=total, advance=1, counts=text)
+
+        yield advance
+
+
 def _not_implemented(issue: int) -> Callable[[BaseSettings], Any]:
     def stage(settings: BaseSettings) -> Any:
         raise NotImplementedYetError(f"glacimap {settings.command} is not implemented yet (issue #{issue})")
@@ -158,6 +179,7 @@ def fetch(
     days: Annotated[Optional[int], typer.Option("--days", help="Days either side of --date. \\[default: 15]")] = None,
     candidates: Annotated[Optional[int], typer.Option("--candidates", help="Least-cloudy tiles scored per glacier. \\[default: 5]")] = None,
     max_cloud: Annotated[Optional[float], typer.Option("--max-cloud", help="Largest cloud fraction over a glacier to accept. \\[default: 0.3]")] = None,
+    max_tile_cloud: Annotated[Optional[float], typer.Option("--max-tile-cloud", help="Tiles cloudier than this percentage are not candidates. \\[default: 80.0]")] = None,
     buffer: Annotated[Optional[float], typer.Option("--buffer", help="Metres around the outline scored for cloud. \\[default: 100]")] = None,
     chip_margin: Annotated[Optional[float], typer.Option("--chip-margin", help="Metres around the outline's bounding box in a chip. \\[default: 500]")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="stac or sentinelhub. \\[default: stac]")] = None,
@@ -178,7 +200,24 @@ def fetch(
     values = dict(locals())
     values["sensors"] = values.pop("sensor")
     values["target_date"] = values.pop("date")
-    _execute(FetchSettings, values, _not_implemented(4))
+
+    def stage(settings: FetchSettings) -> Any:
+        from glacimap.fetch import run_fetch
+
+        with _progress("glaciers", quiet) as advance:
+            return run_fetch(settings, progress=advance)
+
+    _execute(FetchSettings, values, stage, _report_fetch)
+
+
+def _report_fetch(result: Any) -> None:
+    typer.echo(
+        f"fetched {result.year}: {result.ok} glaciers written, {result.skipped} already done, "
+        f"{result.failed} without a chip (of {result.glaciers})\n"
+        f"mean cloud over glaciers: {result.mean_cloud_chosen:.2%} chosen per glacier, "
+        f"{result.mean_cloud_naive:.2%} with the least-cloudy tile\n"
+        f"manifest: {result.manifest}"
+    )
 
 
 @app.command()

@@ -61,6 +61,7 @@ class FetchSettings(BaseSettings):
     days: int = Field(15, ge=0, le=183)
     candidates: int = Field(5, ge=1, le=100)
     max_cloud: float = Field(0.3, ge=0.0, le=1.0)
+    max_tile_cloud: float = Field(80.0, ge=0.0, le=100.0, description="tiles cloudier than this (percent) are not candidates")
     min_coverage: float = Field(0.9, ge=0.0, le=1.0)
     buffer: float = Field(100.0, ge=0.0, le=10_000.0, description="metres around the outline for cloud scores")
     chip_margin: float = Field(500.0, ge=0.0, le=50_000.0)

@@ -1,0 +1,252 @@
+"""``glacimap fetch``: per-glacier cloud-minimising scene selection and 10 m chips.
+
+:func:`run_fetch` plans the whole load before reading a pixel (one STAC search per product for
+the region, then the candidate scenes of each glacier), runs one task per glacier (locally or
+on dask) that scores its candidates over the glacier and writes its chip, and writes the
+year's ``manifest.parquet`` and ``candidates.parquet``. See docs/fetch.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from glacimap.errors import InputNotFoundError, InvalidInputError, NotImplementedYetError, OutputExistsError
+from glacimap.fetch.chips import FetchParams, NoValidSceneError, build_chip, glacier_grid, read_selection
+from glacimap.fetch.plan import GlacierJob, Scene
+from glacimap.fetch.profiles import Sensor, get_profile
+from glacimap.fetch.search import footprint_coverage, open_client, search_scenes, window_dates
+from glacimap.inventory import load_inventory, save_inventory
+from glacimap.parallel import Task, TaskOutcome, raise_if_failed, run_tasks
+from glacimap.settings import FetchSettings
+from glacimap.workspace import Workspace, atomic_path, clean_stale_temporaries, safe_stem
+
+log = logging.getLogger(__name__)
+
+#: First year for which ``--sensor auto`` picks Sentinel-2 (full two-satellite coverage).
+S2_FIRST_YEAR = 2016
+MANIFEST_COLUMNS = (
+    "glacier_id", "file_stem", "status", "reason", "sensor", "platform", "scene_ids", "date",
+    "cloud_fraction", "coverage", "snow_index", "tile_cloud", "valid_fraction", "naive_scene_id",
+    "naive_cloud_fraction", "sar_scene_ids", "dem_scene_ids", "n_candidates",
+)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a fetch run did; also printed by the CLI."""
+
+    year: int
+    glaciers: int
+    ok: int
+    skipped: int
+    failed: int
+    mean_cloud_chosen: float
+    mean_cloud_naive: float
+    manifest: Path
+    candidates: Path
+
+
+def optical_sensors(sensors: tuple[str, ...], year: int) -> list[Sensor]:
+    """The optical sensors to search: ``auto`` is Sentinel-2 from 2016 on, Landsat before."""
+    chosen: list[Sensor] = []
+    for sensor in sensors:
+        if sensor == "auto":
+            chosen.append("s2" if year >= S2_FIRST_YEAR else "landsat")
+        elif sensor in ("s2", "landsat"):
+            chosen.append(sensor)  # type: ignore[arg-type]
+    if not chosen:
+        chosen.append("s2" if year >= S2_FIRST_YEAR else "landsat")
+    return list(dict.fromkeys(chosen))
+
+
+def _prepare_inventory(settings: FetchSettings, workspace: Workspace) -> gpd.GeoDataFrame:
+    inventory = load_inventory(settings.inventory, settings.id_column)  # type: ignore[arg-type]
+    if workspace.inventory.exists() and not settings.overwrite:
+        existing = load_inventory(workspace.inventory)
+        if sorted(existing["glacier_id"]) != sorted(inventory["glacier_id"]):
+            raise OutputExistsError(
+                f"{workspace.inventory} holds another inventory than {settings.inventory}; "
+                "use another --work folder or pass --overwrite"
+            )
+        return existing
+    save_inventory(inventory, workspace.inventory)
+    return inventory
+
+
+def plan_jobs(
+    inventory: gpd.GeoDataFrame,
+    optical: list[Scene],
+    dem: list[Scene],
+    sar: list[Scene],
+    settings: FetchSettings,
+) -> tuple[list[GlacierJob], dict[str, str]]:
+    """One job per glacier with its N least tile-cloudy covering scenes; glaciers without any."""
+    jobs, unplanned = [], {}
+    degree_buffer = settings.buffer / 111_000.0
+    for row in inventory.itertuples():
+        geometry = row.geometry
+        grid, _ = glacier_grid(geometry, settings.resolution, settings.chip_margin)
+        area = geometry.buffer(degree_buffer)
+        covering = [s for s in optical if footprint_coverage(s, area) >= settings.min_coverage]
+        covering.sort(key=lambda s: (s.tile_cloud if s.tile_cloud is not None else np.inf, s.id))
+        if not covering:
+            unplanned[row.glacier_id] = "no scene in the window covers the glacier"
+            continue
+        chip_area = shapely.box(*_grid_lonlat_bounds(grid))
+        jobs.append(
+            GlacierJob(
+                glacier_id=row.glacier_id,
+                geometry_wkb=shapely.to_wkb(geometry),
+                grid=grid,
+                candidates=tuple(covering[: settings.candidates]),
+                dem_scenes=tuple(sorted((s for s in dem if footprint_coverage(s, chip_area) > 0), key=lambda s: s.id)),
+                sar_scenes=tuple(s for s in sar if footprint_coverage(s, area) >= settings.min_coverage),
+            )
+        )
+    return jobs, unplanned
+
+
+def _grid_lonlat_bounds(grid: Any) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    return transform_bounds(grid.crs, "EPSG:4326", *grid.bounds, densify_pts=21)
+
+
+def _fetch_task(payload: dict[str, Any], output: Path) -> dict[str, Any]:
+    return build_chip(payload["job"], payload["params"], output)
+
+
+def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], None] | None = None) -> FetchResult:
+    """Fetch chips for every glacier of the inventory (see module docstring)."""
+    if settings.aoi is not None:
+        raise NotImplementedYetError("fetch --aoi (wall-to-wall mode) is not implemented yet; use --inventory")
+    if settings.backend != "stac":
+        raise NotImplementedYetError("fetch --backend sentinelhub is not implemented yet; use --backend stac")
+    workspace = Workspace(settings.work)
+    inventory = _prepare_inventory(settings, workspace)
+    chips_dir = workspace.chips_dir(settings.year)
+    chips_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(chips_dir)
+
+    centre = inventory.geometry.union_all().centroid
+    start, end = window_dates(settings.year, centre.y, settings.window, settings.target_date, settings.days)
+    target = settings.target_date or start + (end - start) / 2
+    profile = get_profile(settings.profile, settings.stac_url)
+    client = open_client(profile)
+    minx, miny, maxx, maxy = inventory.total_bounds
+    pad = (settings.chip_margin + settings.buffer) / 111_000.0 * 2
+    bbox = (minx - pad, miny - pad, maxx + pad, maxy + pad)
+
+    optical: list[Scene] = []
+    for sensor in optical_sensors(settings.sensors, settings.year):
+        optical += search_scenes(client, profile, sensor, bbox, start, end, settings.max_tile_cloud)
+    dem = search_scenes(client, profile, "dem", bbox, start, end)
+    if not dem:
+        raise InvalidInputError(f"no DEM tiles ({profile.products['dem'].collection}) at {profile.url} cover the inventory")
+    sar = search_scenes(client, profile, "s1", bbox, start, end) if "s1" in settings.sensors else []
+
+    jobs, unplanned = plan_jobs(inventory, optical, dem, sar, settings)
+    params = FetchParams(
+        buffer=settings.buffer,
+        min_coverage=settings.min_coverage,
+        max_cloud=settings.max_cloud,
+        target=target,
+        composite=settings.composite,
+        requester_pays=profile.requester_pays,
+        resolution=settings.resolution,
+    )
+    tasks = [
+        Task(job.glacier_id, workspace.chip(settings.year, job.glacier_id), {"job": job, "params": params})
+        for job in jobs
+    ]
+    outcomes = run_tasks(
+        tasks, _fetch_task, overwrite=settings.overwrite, scheduler=settings.scheduler,
+        workers=settings.workers, progress=progress,
+    )
+    records = _records(outcomes, tasks, unplanned)
+    manifest, candidates = _write_tables(records, workspace, settings.year)
+    ok = [r for r in records if r["status"] == "ok"]
+    result = FetchResult(
+        year=settings.year,
+        glaciers=len(inventory),
+        ok=sum(o.status == "ok" for o in outcomes),
+        skipped=sum(o.status == "skipped" for o in outcomes),
+        failed=len(records) - len(ok),
+        mean_cloud_chosen=float(np.mean([r["cloud_fraction"] for r in ok])) if ok else float("nan"),
+        mean_cloud_naive=float(np.nanmean([r["naive_cloud_fraction"] for r in ok])) if ok else float("nan"),
+        manifest=manifest,
+        candidates=candidates,
+    )
+    unplanned_outcomes = [TaskOutcome(gid, "failed", reason) for gid, reason in unplanned.items()]
+    raise_if_failed([*outcomes, *unplanned_outcomes], "glaciers", manifest)
+    return result
+
+
+def _naive_choice(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The least tile-cloudy candidate: what a per-region choice would have used."""
+    usable = [c for c in candidates if c["coverage"] is not None and c["coverage"] > 0]
+    return min(usable, key=lambda c: (c["tile_cloud"], c["scene_id"]), default=None)
+
+
+def _records(outcomes: list[TaskOutcome], tasks: list[Task], unplanned: dict[str, str]) -> list[dict[str, Any]]:
+    records = []
+    by_key = {t.key: t for t in tasks}
+    for outcome in outcomes:
+        if outcome.status == "ok":
+            record = dict(outcome.value)
+        elif outcome.status == "skipped":
+            record = read_selection(by_key[outcome.key].output)
+        else:
+            status = "no_valid_data" if (outcome.reason or "").startswith(NoValidSceneError.__name__) else "failed"
+            record = {"glacier_id": outcome.key, "status": status, "reason": outcome.reason, "candidates": []}
+        records.append(record)
+    for gid, reason in unplanned.items():
+        records.append({"glacier_id": gid, "status": "no_valid_data", "reason": reason, "candidates": []})
+    for record in records:
+        naive = _naive_choice(record.get("candidates", []))
+        record["naive_scene_id"] = naive["scene_id"] if naive else None
+        record["naive_cloud_fraction"] = naive["cloud_fraction"] if naive else None
+        record["n_candidates"] = len(record.get("candidates", []))
+    return records
+
+
+def _write_tables(records: list[dict[str, Any]], workspace: Workspace, year: int) -> tuple[Path, Path]:
+    rows, candidate_rows = [], []
+    for record in records:
+        row = {column: record.get(column) for column in MANIFEST_COLUMNS}
+        row["file_stem"] = safe_stem(record["glacier_id"])
+        for key in ("scene_ids", "sar_scene_ids", "dem_scene_ids"):
+            row[key] = ",".join(row[key] or [])
+        rows.append(row)
+        chosen = set(record.get("scene_ids") or [])
+        for candidate in record.get("candidates", []):
+            candidate_rows.append(candidate | {"chosen": candidate["scene_id"] in chosen})
+    manifest = workspace.manifest(year)
+    candidates = workspace.candidates(year)
+    with atomic_path(manifest) as tmp:
+        pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_parquet(tmp, index=False)
+    columns = ["glacier_id", "scene_id", "coverage", "cloud_fraction", "snow_index", "tile_cloud",
+               "days_from_target", "rejected", "rank", "chosen"]
+    with atomic_path(candidates) as tmp:
+        pd.DataFrame(candidate_rows, columns=columns).to_parquet(tmp, index=False)
+    return manifest, candidates
+
+
+def read_manifest(workspace: Workspace, year: int) -> pd.DataFrame:
+    """The manifest of a year's chips."""
+    path = workspace.manifest(year)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no chips for {year}; run glacimap fetch --year {year} first")
+    return pd.read_parquet(path)
+
+
+__all__ = ["FetchResult", "optical_sensors", "plan_jobs", "read_manifest", "run_fetch"]

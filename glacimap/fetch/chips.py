@@ -1,0 +1,281 @@
+"""Per-glacier work: score candidate scenes over the glacier, choose one, write the chip.
+
+Everything here runs inside one task (possibly on a dask worker) and receives plain data: a
+:class:`~glacimap.fetch.plan.GlacierJob` and :class:`FetchParams`. The chip is a COG on the
+glacier's local UTM grid with bands :data:`CHIP_BANDS` (+ SAR bands, + ``source`` when
+compositing) and carries its selection record as a JSON tag, so a resumed run can rebuild the
+manifest from finished chips without reading any remote data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.features import rasterize
+
+from glacimap.errors import InvalidInputError
+from glacimap.features import ndsi, slope_degrees
+from glacimap.fetch.harmonise import (
+    is_slc_off,
+    landsat_reflectance,
+    qa_pixel_masks,
+    s2_offset,
+    s2_reflectance,
+    scl_masks,
+    to_db,
+)
+from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene
+from glacimap.fetch.profiles import OPTICAL_BANDS
+from glacimap.fetch.read import gdal_env, read_to_grid
+from glacimap.fetch.select import eligibility, rank_candidates
+from glacimap.rasters import Grid, utm_crs, write_cog
+
+log = logging.getLogger(__name__)
+
+CHIP_BANDS: tuple[str, ...] = (*OPTICAL_BANDS, "elevation", "slope")
+SAR_BANDS: tuple[str, ...] = ("vv_asc", "vv_desc", "vh_asc", "vh_desc")
+SELECTION_TAG = "glacimap_selection"
+#: Resolution of the cloud and snow scoring per sensor: the cloud mask's native resolution.
+SCORE_RESOLUTION = {"s2": 20.0, "landsat": 30.0}
+COMPOSITE_DEPTH = 3
+
+
+class NoValidSceneError(InvalidInputError):
+    """No candidate scene sees the glacier well enough (coverage or cloud)."""
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    """The settings a fetch task needs, as plain values."""
+
+    buffer: float
+    min_coverage: float
+    max_cloud: float
+    target: date
+    composite: bool = False
+    requester_pays: bool = False
+    resolution: float = 10.0
+
+
+def glacier_grid(geometry_4326: shapely.Geometry, resolution: float, margin: float) -> tuple[Grid, shapely.Geometry]:
+    """The chip grid of a glacier (local UTM zone, snapped) and its outline in that CRS."""
+    centre = geometry_4326.centroid
+    crs = utm_crs(centre.x, centre.y)
+    projected = project(geometry_4326, "EPSG:4326", crs)
+    return Grid.from_bounds(projected.bounds, crs, resolution, margin), projected
+
+
+def project(geometry: shapely.Geometry, src: str, dst: str) -> shapely.Geometry:
+    """Reproject a shapely geometry."""
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geometry, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def _rasterize(geometry: shapely.Geometry, grid: Grid) -> np.ndarray:
+    if geometry.is_empty:
+        return np.zeros(grid.shape, dtype=bool)
+    return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8").astype(bool)
+
+
+def _score_grid(outline: shapely.Geometry, grid: Grid, buffer: float, sensor: str) -> Grid:
+    resolution = SCORE_RESOLUTION.get(sensor, grid.resolution)
+    return Grid.from_bounds(outline.buffer(buffer).bounds, grid.crs, resolution)
+
+
+def scene_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """(valid data, cloud) masks of a scene on ``grid``."""
+    if scene.sensor == "s2":
+        return scl_masks(read_to_grid(scene.hrefs["scl"], grid, "nearest", dtype="uint8"))
+    if scene.sensor == "landsat":
+        valid, cloud = qa_pixel_masks(read_to_grid(scene.hrefs["qa_pixel"], grid, "nearest", dtype="uint16"))
+        if is_slc_off(scene.platform, scene.datetime.date()):
+            footprint = _rasterize(project(shapely.from_wkb(scene.footprint_wkb), "EPSG:4326", grid.crs), grid)
+            gaps = footprint & ~valid  # scan-line gaps count like cloud
+            return valid | gaps, cloud | gaps
+        return valid, cloud
+    raise InvalidInputError(f"scene {scene.id}: no cloud mask for sensor {scene.sensor}")
+
+
+def reflectance(scene: Scene, band: str, grid: Grid) -> np.ndarray:
+    """Harmonised float32 reflectance (0-1, NaN for no data) of one band on ``grid``."""
+    if scene.sensor == "s2":
+        dn = read_to_grid(scene.hrefs[band], grid, "nearest", dtype="uint16")
+        offset = s2_offset(scene.properties.get("s2:processing_baseline"), scene.datetime.date())
+        return s2_reflectance(dn, offset)
+    if scene.sensor == "landsat":
+        return landsat_reflectance(read_to_grid(scene.hrefs[band], grid, "nearest", dtype="uint16"))
+    raise InvalidInputError(f"scene {scene.id}: {scene.sensor} has no optical band {band}")
+
+
+def score_scene(scene: Scene, job: GlacierJob, outline: shapely.Geometry, params: FetchParams) -> CandidateScore:
+    """Coverage, cloud fraction and snow indicator of one scene over glacier + buffer."""
+    grid = _score_grid(outline, job.grid, params.buffer, scene.sensor)
+    glacier = _rasterize(outline, grid)
+    area = _rasterize(outline.buffer(params.buffer), grid)
+    ring = area & ~glacier
+    valid, cloud = scene_masks(scene, grid)
+    n_area = int(area.sum())
+    n_valid = int((valid & area).sum())
+    coverage = n_valid / n_area if n_area else 0.0
+    cloud_fraction = float((cloud & area).sum() / n_valid) if n_valid else 1.0
+    snow = float("nan")
+    clear_ring = ring & valid & ~cloud
+    if clear_ring.any():
+        index = ndsi(reflectance(scene, "green", grid), reflectance(scene, "swir16", grid))[clear_ring]
+        if np.isfinite(index).any():
+            snow = float(np.nanmean(index))
+    return CandidateScore(
+        glacier_id=job.glacier_id,
+        scene_id=scene.id,
+        coverage=round(coverage, 4),
+        cloud_fraction=round(cloud_fraction, 4),
+        snow_index=round(snow, 4) if np.isfinite(snow) else snow,
+        tile_cloud=scene.tile_cloud if scene.tile_cloud is not None else float("inf"),
+        days_from_target=(scene.datetime.date() - params.target).days,
+        rejected=eligibility(coverage, cloud_fraction, params.min_coverage, params.max_cloud),
+    )
+
+
+def _optical_layers(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    bands = np.stack([reflectance(scene, band, grid) for band in OPTICAL_BANDS])
+    valid, cloud = scene_masks(scene, grid)
+    usable = valid & ~cloud & np.isfinite(bands).all(axis=0)
+    return bands, usable
+
+
+def _mosaic(scenes: tuple[Scene, ...], band: str, grid: Grid, resampling: str) -> np.ndarray:
+    out = np.full(grid.shape, np.nan, dtype=np.float32)
+    for scene in scenes:
+        missing = np.isnan(out)
+        if not missing.any():
+            break
+        part = read_to_grid(scene.hrefs[band], grid, resampling)
+        out[missing] = part[missing]
+    return out
+
+
+def _closest_sar(scenes: tuple[Scene, ...], when: date, orbit: str) -> Scene | None:
+    options = [s for s in scenes if s.properties.get("sat:orbit_state", "").lower() == orbit]
+    return min(options, key=lambda s: (abs((s.datetime.date() - when).days), s.id), default=None)
+
+
+def _sar_layers(job: GlacierJob, when: date) -> tuple[list[np.ndarray], list[str]]:
+    layers, ids = [], []
+    for orbit, suffix in (("ascending", "asc"), ("descending", "desc")):
+        scene = _closest_sar(job.sar_scenes, when, orbit)
+        for pol in ("vv", "vh"):
+            if scene is None:
+                layers.append(np.full(job.grid.shape, np.nan, dtype=np.float32))
+                continue
+            values = read_to_grid(scene.hrefs[pol], job.grid, "bilinear")
+            # Backscatter in dB is mostly negative; linear sigma0 is positive (then convert).
+            if np.isfinite(values).any() and np.nanmedian(values) > 0:
+                values = to_db(values)
+            layers.append(values)
+        if scene is not None:
+            ids.append(scene.id)
+    order = [0, 2, 1, 3]  # vv_asc, vv_desc, vh_asc, vh_desc
+    return [layers[i] for i in order], ids
+
+
+def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, Any]:
+    """Score the candidates, choose, read and write the chip; return its selection record."""
+    with gdal_env(params.requester_pays):
+        grid = job.grid
+        outline = project(shapely.from_wkb(job.geometry_wkb), "EPSG:4326", grid.crs)
+        scores = [score_scene(scene, job, outline, params) for scene in job.candidates]
+        ranked = rank_candidates(scores)
+        if not ranked:
+            reasons = "; ".join(f"{s.scene_id}: {s.rejected}" for s in scores) or "no candidate scenes"
+            raise NoValidSceneError(f"glacier {job.glacier_id}: no usable scene ({reasons})")
+        by_id = {scene.id: scene for scene in job.candidates}
+        chosen = [by_id[s.scene_id] for s in ranked[: COMPOSITE_DEPTH if params.composite else 1]]
+
+        bands, usable = _optical_layers(chosen[0], grid)
+        source = np.where(usable, 1, 0).astype(np.float32)
+        for rank, scene in enumerate(chosen[1:], start=2):
+            if usable.all():
+                break
+            more, more_usable = _optical_layers(scene, grid)
+            fill = ~usable & more_usable
+            bands[:, fill] = more[:, fill]
+            source[fill] = rank
+            usable |= fill
+
+        elevation = _mosaic(job.dem_scenes, "elevation", grid, "bilinear")
+        glacier_pixels = _rasterize(outline, grid)
+        if not job.dem_scenes or np.isnan(elevation[glacier_pixels]).any():
+            raise InvalidInputError(f"glacier {job.glacier_id}: the DEM does not cover the glacier")
+        layers = [*bands, elevation, slope_degrees(elevation, grid.resolution)]
+        names = list(CHIP_BANDS)
+        sar_ids: list[str] = []
+        if job.sar_scenes:
+            sar, sar_ids = _sar_layers(job, chosen[0].datetime.date())
+            layers += sar
+            names += list(SAR_BANDS)
+        if params.composite:
+            layers.append(source)
+            names.append("source")
+        layers.append(usable.astype(np.float32))
+        names.append("valid")
+
+        best = ranked[0]
+        record = {
+            "glacier_id": job.glacier_id,
+            "status": "ok",
+            "reason": None,
+            "sensor": chosen[0].sensor,
+            "platform": chosen[0].platform,
+            "scene_ids": [s.id for s in chosen] if params.composite else [chosen[0].id],
+            "date": chosen[0].date_text,
+            "cloud_fraction": best.cloud_fraction,
+            "coverage": best.coverage,
+            "snow_index": best.snow_index,
+            "tile_cloud": best.tile_cloud,
+            "valid_fraction": round(float(usable[glacier_pixels].mean()) if glacier_pixels.any() else 0.0, 4),
+            "sar_scene_ids": sar_ids,
+            "dem_scene_ids": [s.id for s in job.dem_scenes],
+            "candidates": [asdict(s) | {"rank": _rank(s, ranked)} for s in scores],
+        }
+        write_cog(
+            output,
+            np.stack(layers).astype(np.float32),
+            grid,
+            names,
+            nodata=float("nan"),
+            tags={SELECTION_TAG: json.dumps(record, default=_json_default)},
+        )
+    return record
+
+
+def _rank(score: CandidateScore, ranked: list[CandidateScore]) -> int | None:
+    for index, other in enumerate(ranked, start=1):
+        if other.scene_id == score.scene_id:
+            return index
+    return None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_selection(chip: Path) -> dict[str, Any]:
+    """The selection record stored in a finished chip."""
+    with rasterio.open(chip) as src:
+        text = src.tags().get(SELECTION_TAG)
+    if text is None:
+        raise InvalidInputError(f"{chip}: not a glacimap chip (no {SELECTION_TAG} tag)")
+    return json.loads(text)
