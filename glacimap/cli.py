@@ -256,6 +256,7 @@ def outlines(
     simplify: Annotated[Optional[float], typer.Option("--simplify", help="Topology-preserving simplification tolerance, m. \\[default: 5]")] = None,
     restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory, territory or none. \\[default: inventory]")] = None,
     territory_buffer: Annotated[Optional[float], typer.Option("--territory-buffer", help="Metres a glacier may advance beyond its reference outline. \\[default: 200]")] = None,
+    confidence_level: Annotated[Optional[float], typer.Option("--confidence-level", help="Pixels with calibrated confidence below this form the confidence band. \\[default: 0.95]")] = None,
     split_divides: Annotated[Optional[bool], typer.Option("--split-divides/--no-split-divides", help="Split complexes along ice divides.")] = None,
     work: Work = None,
     config: Config = None,
@@ -267,7 +268,19 @@ def outlines(
     verbose: Verbose = False,
 ) -> None:
     """Vectorise predictions into glacier outlines with 95 % confidence bands."""
-    _execute(OutlinesSettings, dict(locals()), _not_implemented(7))
+
+    def stage(settings: OutlinesSettings) -> Any:
+        from glacimap.outlines import run_outlines
+
+        return run_outlines(settings)
+
+    def report(result: Any) -> None:
+        typer.echo(
+            f"outlines {result.year}: {result.mapped} of {result.glaciers} glaciers mapped, "
+            f"{result.total_area_km2:.3f} km2 in total\noutlines: {result.path}"
+        )
+
+    _execute(OutlinesSettings, dict(locals()), stage, report)
 
 
 @app.command()

@@ -150,6 +150,7 @@ class OutlinesSettings(BaseSettings):
     simplify: float = Field(5.0, ge=0.0, description="metres")
     restrict: Restrict = "inventory"
     territory_buffer: float = Field(200.0, ge=0.0, description="metres")
+    confidence_level: float = Field(0.95, gt=0.0, lt=1.0, description="confidence below which pixels form the band")
     split_divides: bool = False
 
 
