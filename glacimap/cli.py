@@ -390,7 +390,19 @@ def evaluate(
     verbose: Verbose = False,
 ) -> None:
     """Accuracy of predicted outlines: IoU, detection F1, area deviation, PoLiS, ECE."""
-    _execute(EvaluateSettings, dict(locals()), _not_implemented(6))
+    _execute(EvaluateSettings, dict(locals()), _run_evaluate, _print_evaluation)
+
+
+def _run_evaluate(settings: EvaluateSettings) -> Any:
+    from glacimap.metrics import run_evaluate
+
+    return run_evaluate(settings)
+
+
+def _print_evaluation(report: Any) -> None:
+    from glacimap.metrics import format_table
+
+    typer.echo(format_table(report))
 
 
 @app.command()
