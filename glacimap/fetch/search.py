@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 #: Conformance-class endings that announce CQL2 filtering and the older ``query`` extension.
 FILTER_CONFORMANCE = ("item-search#filter", "cql2-json")
 QUERY_CONFORMANCE = ("item-search#query",)
+#: Items per page. Servers that page (Earth Search, Planetary Computer) return the rest through
+#: ``next`` links; servers that do not (rustac 0.9) return at most this many, so a full page
+#: without a ``next`` link is reported as possibly truncated.
+PAGE_SIZE = 1000
 
 
 def default_window(year: int, latitude: float) -> tuple[date, date]:
@@ -77,7 +81,7 @@ def search_scenes(
         "collections": [product.collection],
         "bbox": list(bbox),
         "datetime": f"{_iso(start, False)}/{_iso(end, True)}" if sensor != "dem" else None,
-        "limit": 100,
+        "limit": PAGE_SIZE,
     }
     cap = max_tile_cloud if (product.cloud_property and max_tile_cloud is not None and max_tile_cloud < 100) else None
     if cap is not None:
@@ -87,14 +91,14 @@ def search_scenes(
         elif _supports(client, QUERY_CONFORMANCE):
             kwargs["query"] = {product.cloud_property: {"lte": cap}}
     try:
-        items = list(client.search(**{k: v for k, v in kwargs.items() if v is not None}).items_as_dicts())
+        items = _search_items(client, kwargs)
     except APIError as exc:
         if "filter" not in kwargs:
             raise FetchError(f"STAC search in {product.collection} at {profile.url} failed ({exc})") from exc
         # Some servers advertise CQL2 but reject it; search without and filter here.
         log.info("server rejected the cloud filter (%s); filtering client-side", exc)
         kwargs.pop("filter"), kwargs.pop("filter_lang")
-        items = list(client.search(**{k: v for k, v in kwargs.items() if v is not None}).items_as_dicts())
+        items = _search_items(client, kwargs)
     scenes = []
     for item in items:
         scene = scene_from_item(item, sensor, product)
@@ -106,6 +110,18 @@ def search_scenes(
         scenes.append(scene)
     log.info("%d %s scenes in %s", len(scenes), sensor, product.collection)
     return scenes
+
+
+def _search_items(client: Client, kwargs: dict) -> list[dict]:
+    items: list[dict] = []
+    for page in client.search(**{k: v for k, v in kwargs.items() if v is not None}).pages_as_dicts():
+        features = page.get("features", [])
+        items += features
+        has_next = any(link.get("rel") == "next" for link in page.get("links", []))
+        if len(features) >= PAGE_SIZE and not has_next:
+            log.warning("the STAC server returned a full page of %d items without a next link; "
+                        "results may be truncated (search a smaller area or window)", len(features))
+    return items
 
 
 def _iso(value: date | datetime, end: bool) -> str:
