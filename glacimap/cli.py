@@ -314,7 +314,9 @@ def change(
     drop_extreme: Annotated[Optional[float], typer.Option("--drop-extreme", help="Share of most extreme rates dropped. \\[default: 0.05]")] = None,
     outlines_from: Annotated[Optional[Path], typer.Option("--outlines-from", help="Start-year outlines (outlines form).")] = None,
     outlines_to: Annotated[Optional[Path], typer.Option("--outlines-to", help="End-year outlines (outlines form).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (outlines form).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder. \\[default: WORK/change/FROM_TO]")] = None,
+    year_column: Annotated[Optional[str], typer.Option("--year-column", help="Column selecting each year's rows when one file holds several years. \\[default: year]")] = None,
+    reference_year: Annotated[Optional[int], typer.Option("--reference-year", help="Year of the reference inventory, for the recall filter.")] = None,
     id_column: IdColumn = None,
     work: Work = None,
     config: Config = None,
@@ -326,7 +328,17 @@ def change(
     verbose: Verbose = False,
 ) -> None:
     """Report per-glacier and regional area change between two years."""
-    _execute(ChangeSettings, dict(locals()), _not_implemented(8))
+    _execute(ChangeSettings, dict(locals()), _run_change, _print_change)
+
+
+def _run_change(settings: ChangeSettings) -> Any:
+    from glacimap.change import run_change
+
+    return run_change(settings)
+
+
+def _print_change(result: Any) -> None:
+    typer.echo(f"{result.headline()}\nreport: {result.out_dir}")
 
 
 @app.command()

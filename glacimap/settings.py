@@ -186,6 +186,8 @@ class ChangeSettings(BaseSettings):
     outlines_to: Path | None = None
     out: Path | None = None
     id_column: str | None = None
+    year_column: str = Field("year", description="column selecting each year's rows in the outlines form")
+    reference_year: int | None = Field(None, ge=1850, le=2100, description="year of the reference inventory (recall filter)")
 
     @model_validator(mode="after")
     def _years_and_sources(self) -> ChangeSettings:
