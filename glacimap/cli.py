@@ -300,8 +300,24 @@ def split(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Split glacier complexes into glaciers along ice divides (Kienholz et al. 2013)."""
-    _execute(SplitSettings, dict(locals()), _not_implemented(7))
+    """Split glacier complexes into glaciers along ice divides (Kienholz et al. 2013).
+
+    Kienholz parameters can be overridden in the config file's [split.kienholz] table.
+    """
+    _execute(SplitSettings, dict(locals()), _run_split, _print_split)
+
+
+def _run_split(settings: SplitSettings) -> Any:
+    from glacimap.divides import KienholzParams, run_split
+
+    return run_split(settings, KienholzParams(**settings.kienholz))
+
+
+def _print_split(result: Any) -> None:
+    typer.echo(
+        f"split ({result.method}): {result.n_complexes} complexes -> {result.n_glaciers} glaciers "
+        f"({result.n_split} complexes split) in {result.seconds:.1f} s\noutput: {result.out}"
+    )
 
 
 @app.command()

@@ -164,6 +164,19 @@ class SplitSettings(BaseSettings):
     method: Literal["kienholz", "reference"] = "kienholz"
     reference: Path | None = None
     id_column: str | None = None
+    #: overrides of glacimap.divides.KienholzParams fields (config file table [split.kienholz])
+    kienholz: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kienholz")
+    @classmethod
+    def _check_kienholz(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from glacimap.divides import KienholzParams
+
+        unknown = sorted(set(value) - set(KienholzParams.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown Kienholz parameters {unknown}")
+        KienholzParams(**value)  # raises ConfigError naming a bad value
+        return value
 
     @model_validator(mode="after")
     def _reference_given(self) -> SplitSettings:

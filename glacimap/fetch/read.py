@@ -104,7 +104,7 @@ def read_to_grid(
             rows = max(1, math.ceil(window.height / factor))
             cols = max(1, math.ceil(window.width / factor))
             data = src.read(band, window=window, out_shape=(rows, cols))
-            transform = src.window_transform(window) * rasterio.Affine.scale(window.width / cols, window.height / rows)
+            transform = src.window_transform(window) @ rasterio.Affine.scale(window.width / cols, window.height / rows)
             src_nodata = src.nodata
             if np.dtype(dtype).kind == "f":
                 data = data.astype(dtype)
