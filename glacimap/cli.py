@@ -227,6 +227,7 @@ def predict(
     device: Device = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in pixels. \\[default: 384]")] = None,
     overlap: Annotated[Optional[float], typer.Option("--overlap", help="Tile overlap fraction. \\[default: 0.5]")] = None,
+    blend: Annotated[Optional[str], typer.Option("--blend", help="Tile blending window: cosine or gaussian (GlaViTU's). \\[default: cosine]")] = None,
     batch_size: Annotated[Optional[str], typer.Option("--batch-size", help="Tiles per batch or 'auto'. \\[default: auto]")] = None,
     mc_samples: Annotated[Optional[int], typer.Option("--mc-samples", help="Monte-Carlo dropout samples (0: plain softmax). \\[default: 0]")] = None,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="8x flip/rotation test-time augmentation.")] = None,
@@ -245,7 +246,23 @@ def predict(
     values = dict(locals())
     if values["batch_size"] not in (None, "auto"):
         values["batch_size"] = _int_option("--batch-size", values["batch_size"])
-    _execute(PredictSettings, values, _not_implemented(6))
+
+    def stage(settings: PredictSettings) -> Any:
+        from glacimap.predict import run_predict
+
+        with _progress("chips", quiet) as advance:
+            return run_predict(settings, progress=advance)
+
+    _execute(PredictSettings, values, stage, _report_predict)
+
+
+def _report_predict(result: Any) -> None:
+    typer.echo(
+        f"predicted {result.year} with {result.model} on {result.device}: {result.predicted} chips written, "
+        f"{result.skipped} already done, {result.failed} failed (of {result.chips}); "
+        f"{result.invalid_fraction:.1%} of pixels invalid; {result.megapixels_per_second:.2f} Mpx/s\n"
+        f"predictions: {result.output_dir}"
+    )
 
 
 @app.command()

@@ -126,6 +126,7 @@ class PredictSettings(BaseSettings):
     device: Device = "auto"
     tile: int = Field(384, ge=32, le=4096)
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    blend: Literal["cosine", "gaussian"] = "cosine"
     batch_size: int | Literal["auto"] = "auto"
     mc_samples: int = Field(0, ge=0, le=1000)
     tta: bool = False
