@@ -386,6 +386,10 @@ def train(
     fold: Annotated[Optional[int], typer.Option("--fold", help="Fold held out for validation.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="global, regional, finetune, region-encoding or coordinate-encoding. \\[default: global]")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Weights to start from.")] = None,
+    region: Annotated[Optional[str], typer.Option("--region", help="Region to train on (strategy regional; from the inventory's 'region' column).")] = None,
+    patches_per_epoch: Annotated[Optional[int], typer.Option("--patches-per-epoch", help="Training patches drawn per epoch. \\[default: 512]")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (Adam). \\[default: 0.0005]")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16 (mixed precision on CUDA). \\[default: auto]")] = None,
     device: Device = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed. \\[default: 0]")] = None,
     work: Work = None,
@@ -397,8 +401,46 @@ def train(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a glacier segmentation model on the workspace's chips and inventory."""
-    _execute(TrainSettings, dict(locals()), _not_implemented(5))
+    """Train a glacier segmentation model on the workspace's chips and inventory.
+
+    Labels are the inventory's outlines rasterised onto the chips of --year: train on the
+    inventory's own year. Resumes from OUT's checkpoints folder when interrupted.
+    """
+
+    def stage(settings: TrainSettings) -> Any:
+        from glacimap.train import run_train
+
+        with _train_progress(quiet) as callback:
+            return run_train(settings, progress=callback)
+
+    _execute(TrainSettings, dict(locals()), stage, _report_train)
+
+
+@contextmanager
+def _train_progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f} val IoU {task.fields[iou]}"), TimeElapsedColumn(),
+                  console=_stderr_console(), disable=quiet) as bar:
+        task = bar.add_task("train", total=None, epoch="-", loss=float("nan"), iou="-")
+
+        def callback(p: Any) -> None:
+            iou = getattr(p.record, "val_iou", None) if p.record is not None else None
+            fields = {"epoch": f"{p.epoch + 1}/{p.epochs}", "loss": p.loss}
+            if iou is not None:
+                fields["iou"] = f"{iou:.3f}"
+            bar.update(task, total=p.steps, completed=p.step, **fields)
+
+        yield callback
+
+
+def _report_train(result: Any) -> None:
+    best = f"{result.best_iou:.3f}" if result.best_iou is not None else "n/a"
+    typer.echo(
+        f"trained on {result.device} in {result.seconds:.0f} s: best validation IoU {best} "
+        f"(epoch {result.best_epoch + 1})\nweights: {result.weights_path}"
+    )
 
 
 @app.command()
@@ -407,6 +449,7 @@ def calibrate(
     model: Annotated[Optional[str], typer.Option("--model", help="Model name or .safetensors file (required).")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="auto, kernel-ridge or isotonic. \\[default: auto]")] = None,
     bins: Annotated[Optional[int], typer.Option("--bins", help="Reliability-curve bins. \\[default: 100]")] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size in pixels. \\[default: 384]")] = None,
     work: Work = None,
     config: Config = None,
     scheduler: Scheduler = None,
@@ -416,8 +459,26 @@ def calibrate(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Fit a model's confidence calibration map on validation chips."""
-    _execute(CalibrateSettings, dict(locals()), _not_implemented(6))
+    """Fit a model's confidence calibration map on labelled chips (labels: the inventory).
+
+    The map is stored in the model's manifest (a workspace copy for packaged models); ECE is
+    measured on held-out glaciers and a reliability diagram written to WORK/calibration/.
+    """
+    _execute(CalibrateSettings, dict(locals()), _run_calibrate, _report_calibrate)
+
+
+def _run_calibrate(settings: CalibrateSettings) -> Any:
+    from glacimap.calibrate import run_calibrate
+
+    return run_calibrate(settings)
+
+
+def _report_calibrate(result: Any) -> None:
+    typer.echo(
+        f"calibrated {result.model} ({result.method}) on {result.pixels} pixels: ECE on held-out glaciers "
+        f"{result.ece_before:.4f} before, {result.ece_after:.4f} after\nmanifest: {result.manifest}\n"
+        f"reliability diagram: {result.diagram}"
+    )
 
 
 @app.command()

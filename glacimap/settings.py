@@ -226,6 +226,10 @@ class TrainSettings(BaseSettings):
     fold: int | None = Field(None, ge=0)
     strategy: Literal["global", "regional", "finetune", "region-encoding", "coordinate-encoding"] = "global"
     init: Path | None = None
+    region: str | None = Field(None, description="region to train on (strategy regional)")
+    patches_per_epoch: int = Field(512, ge=1, le=10_000_000)
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Device = "auto"
     seed: int = 0
 
@@ -235,6 +239,8 @@ class TrainSettings(BaseSettings):
             raise ValueError(f"fold {self.fold} is out of range for {self.folds} folds (0..{self.folds - 1})")
         if self.strategy == "finetune" and self.init is None:
             raise ValueError("strategy 'finetune' needs init (the weights to start from)")
+        if self.strategy == "regional" and self.region is None:
+            raise ValueError("strategy 'regional' needs region (the region to train on)")
         return self
 
 
@@ -246,6 +252,7 @@ class CalibrateSettings(BaseSettings):
     model: str
     method: Literal["auto", "kernel-ridge", "isotonic"] = "auto"
     bins: int = Field(100, ge=5, le=10_000)
+    tile: int = Field(384, ge=32, le=4096)
 
 
 class EvaluateSettings(BaseSettings):

@@ -1160,3 +1160,64 @@ __all__ = [
     "resolve_device",
     "train_model",
 ]
+
+
+# -- the workspace stage (glacimap train) -----------------------------------------------------------
+def samples_from_workspace(work: Path | str, year: int, region_column: str = "region") -> list[TrainingSample]:
+    """One labelled sample per chip of ``year``: the inventory's outlines are the labels.
+
+    The loss mask is the chip's ``valid`` band (cloud-free data) and finite inputs; every
+    inventory glacier inside the chip is labelled, so the whole chip is the labelled extent.
+    The inventory should describe the glaciers at ``year`` (train on the inventory's own year).
+    """
+    from pyproj import Transformer
+
+    from glacimap.fetch import read_manifest
+    from glacimap.inventory import load_inventory
+    from glacimap.rasters import read_raster
+    from glacimap.workspace import Workspace
+
+    workspace = Workspace(work)
+    inventory = load_inventory(workspace.inventory)
+    manifest = read_manifest(workspace, year)
+    regions = dict(zip(inventory["glacier_id"], inventory[region_column])) if region_column in inventory else {}
+    samples = []
+    projected: dict[str, Any] = {}
+    for row in manifest.itertuples():
+        if row.status != "ok":
+            continue
+        data, grid, names, _ = read_raster(workspace.chip(year, row.glacier_id))
+        if grid.crs not in projected:
+            projected[grid.crs] = inventory.to_crs(grid.crs)
+        label = rasterise_labels(projected[grid.crs], grid)
+        bands = {name: data[i].astype(np.float32) for i, name in enumerate(names) if name != "valid"}
+        mask = np.isfinite(np.stack(list(bands.values()))).all(axis=0)
+        if "valid" in names:
+            mask &= data[names.index("valid")] > 0
+        left, bottom, right, top = grid.bounds
+        lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform((left + right) / 2, (bottom + top) / 2)
+        samples.append(
+            TrainingSample(
+                bands=bands, label=label, mask=mask, region=regions.get(row.glacier_id), lat=float(lat),
+                lon=float(lon), year=year, n_glaciers=1, sample_id=str(row.glacier_id),
+            )
+        )
+    if not samples:
+        raise InputError(f"{workspace.manifest(year)}: no chips with status ok to train on")
+    return samples
+
+
+def run_train(settings: Any, progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
+    """``glacimap train``: build samples from the workspace and train (see :func:`train_model`)."""
+    samples = samples_from_workspace(settings.work, settings.year)
+    config = TrainConfig(
+        epochs=settings.epochs, batch_size=settings.batch_size, patch=settings.patch,
+        patches_per_epoch=settings.patches_per_epoch, lr=settings.lr, device=settings.device,
+        precision=settings.precision, seed=settings.seed,
+    )
+    out = Path(settings.out)
+    return train_model(
+        samples, out, model=settings.model, strategy=settings.strategy, config=config,
+        folds=settings.folds, fold=settings.fold, region=settings.region, init=settings.init,
+        checkpoint_dir=out.parent / f"{out.stem}.checkpoints", progress=progress, overwrite=settings.overwrite,
+    )
