@@ -20,7 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from glacimap import __version__
-from glacimap.errors import EXIT_BAD_INPUT, EXIT_FAILED, GlacimapError, NotImplementedYetError
+from glacimap.errors import EXIT_BAD_INPUT, EXIT_FAILED, GlacimapError
 from glacimap.settings import (
     BaseSettings,
     CalibrateSettings,
@@ -109,13 +109,6 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[Any, int], None]]:
             bar.update(task, total=total, advance=1, counts=text)
 
         yield advance
-
-
-def _not_implemented(issue: int) -> Callable[[BaseSettings], Any]:
-    def stage(settings: BaseSettings) -> Any:
-        raise NotImplementedYetError(f"glacimap {settings.command} is not implemented yet (issue #{issue})")
-
-    return stage
 
 
 def _execute(
@@ -516,6 +509,7 @@ def demo(
     generate_only: Annotated[Optional[bool], typer.Option("--generate-only/--full", help="Only generate the synthetic world and its figure.")] = None,
     small: Annotated[Optional[bool], typer.Option("--small/--default-size", help="A few-km region (seconds) instead of about 20 x 20 km.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the synthetic world. \\[default: 42]")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model the demo predicts with: synthetic-demo, band-ratio or a weights file. \\[default: synthetic-demo]")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Demo folder. \\[default: ./glacimap-demo]")] = None,
     config: Config = None,
     scheduler: Scheduler = None,
@@ -525,8 +519,24 @@ def demo(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Run the whole chain offline on a synthetic glacier world served by a local STAC API."""
-    _execute(DemoSettings, dict(locals()), _not_implemented(9))
+    """Run the whole chain offline on a synthetic glacier world served by a local STAC API.
+
+    Generates the world in WORK/world (reused when it exists), serves it over a local STAC API
+    and runs fetch, predict, outlines, change and evaluate on it exactly as against Earth Search.
+    """
+
+    def stage(settings: DemoSettings) -> Any:
+        from glacimap.demo import run_demo
+
+        return run_demo(settings)
+
+    _execute(DemoSettings, dict(locals()), stage, _report_demo)
+
+
+def _report_demo(result: Any) -> None:
+    from glacimap.demo import format_summary
+
+    typer.echo(format_summary(result))
 
 
 def _int_option(flag: str, value: str) -> int:

@@ -73,8 +73,9 @@ class PartialFailureError(GlacimapError):
 
     exit_code = EXIT_PARTIAL
 
-    def __init__(self, message: str, failed: int, total: int, report: str | None = None):
+    def __init__(self, message: str, failed: int, total: int, report: str | None = None, result: object = None):
         super().__init__(message)
         self.failed = failed
         self.total = total
         self.report = report
+        self.result = result  # what the run produced for the items that succeeded

@@ -121,7 +121,7 @@ def run_tasks(
     return [outcomes[k] for k in keys]
 
 
-def raise_if_failed(outcomes: Sequence[TaskOutcome], what: str, report: Path | None = None) -> None:
+def raise_if_failed(outcomes: Sequence[TaskOutcome], what: str, report: Path | None = None, result: Any = None) -> None:
     """Raise :class:`PartialFailureError` (exit code 3) if any outcome failed."""
     failed = [o for o in outcomes if o.status == "failed"]
     if not failed:
@@ -133,4 +133,5 @@ def raise_if_failed(outcomes: Sequence[TaskOutcome], what: str, report: Path | N
         failed=len(failed),
         total=len(outcomes),
         report=str(report) if report else None,
+        result=result,
     )

@@ -429,7 +429,7 @@ def run_predict(settings: PredictSettings, progress: Callable[[TaskOutcome, int]
         model=settings.model,
         output_dir=out_dir,
     )
-    raise_if_failed([*outcomes, *skipped], "chips")
+    raise_if_failed([*outcomes, *skipped], "chips", result=result)
     return result
 
 

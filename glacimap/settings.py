@@ -272,6 +272,7 @@ class DemoSettings(BaseSettings):
     generate_only: bool = False
     small: bool = False
     seed: int = 42
+    model: str = Field("synthetic-demo", description="model the demo predicts with")
 
 
 SETTINGS_BY_COMMAND: dict[str, type[BaseSettings]] = {

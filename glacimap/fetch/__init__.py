@@ -187,7 +187,7 @@ def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], No
         candidates=candidates,
     )
     unplanned_outcomes = [TaskOutcome(gid, "failed", reason) for gid, reason in unplanned.items()]
-    raise_if_failed([*outcomes, *unplanned_outcomes], "glaciers", manifest)
+    raise_if_failed([*outcomes, *unplanned_outcomes], "glaciers", manifest, result)
     return result
 
 
