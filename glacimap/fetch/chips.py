@@ -37,7 +37,7 @@ from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene
 from glacimap.fetch.profiles import OPTICAL_BANDS
 from glacimap.fetch.read import gdal_env, read_to_grid
 from glacimap.fetch.select import eligibility, rank_candidates
-from glacimap.rasters import Grid, utm_crs, write_cog
+from glacimap.rasters import RESAMPLING, Grid, utm_crs, write_cog
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ SELECTION_TAG = "glacimap_selection"
 #: Resolution of the cloud and snow scoring per sensor: the cloud mask's native resolution.
 SCORE_RESOLUTION = {"s2": 20.0, "landsat": 30.0}
 COMPOSITE_DEPTH = 3
+#: Largest share of a glacier's pixels without DEM data that is filled rather than failed.
+MAX_DEM_VOID = 0.05
 
 
 class NoValidSceneError(InvalidInputError):
@@ -163,6 +165,52 @@ def _mosaic(scenes: tuple[Scene, ...], band: str, grid: Grid, resampling: str) -
     return out
 
 
+def mosaic_dem(scenes: tuple[Scene, ...], grid: Grid) -> np.ndarray:
+    """Elevation on ``grid`` from DEM tiles, mosaicked on the tiles' own lattice first.
+
+    Resampling each tile separately would leave a no-data seam along tile edges (bilinear
+    needs neighbours from both tiles), so the tiles are copied pixel for pixel onto one grid in
+    their CRS, and that mosaic is then resampled bilinearly onto the chip grid.
+    """
+    from affine import Affine
+    from rasterio.warp import reproject, transform_bounds
+
+    if not scenes:
+        return np.full(grid.shape, np.nan, dtype=np.float32)
+    with rasterio.open(scenes[0].hrefs["elevation"]) as src:
+        crs, transform = src.crs, src.transform
+    res_x, res_y = transform.a, -transform.e
+    left, bottom, right, top = transform_bounds(grid.crs, crs, *grid.bounds, densify_pts=21)
+    col0 = int(np.floor((left - transform.c) / res_x)) - 3
+    col1 = int(np.ceil((right - transform.c) / res_x)) + 3
+    row0 = int(np.floor((transform.f - top) / res_y)) - 3
+    row1 = int(np.ceil((transform.f - bottom) / res_y)) + 3
+    lattice = Grid(
+        crs.to_string(),
+        Affine(res_x, 0.0, transform.c + col0 * res_x, 0.0, -res_y, transform.f - row0 * res_y),
+        row1 - row0,
+        col1 - col0,
+    )
+    mosaic = _mosaic(scenes, "elevation", lattice, "nearest")
+    out = np.full(grid.shape, np.nan, dtype=np.float32)
+    reproject(
+        source=mosaic, destination=out, src_transform=lattice.transform, src_crs=lattice.crs, src_nodata=np.nan,
+        dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=np.nan, resampling=RESAMPLING["bilinear"],
+    )
+    return out
+
+
+def fill_voids(values: np.ndarray) -> np.ndarray:
+    """Fill NaN pixels with the nearest valid value (DEM voids, edges of the DEM's extent)."""
+    from scipy.ndimage import distance_transform_edt
+
+    missing = np.isnan(values)
+    if not missing.any() or missing.all():
+        return values
+    _, (rows, cols) = distance_transform_edt(missing, return_indices=True)
+    return values[rows, cols]
+
+
 def _closest_sar(scenes: tuple[Scene, ...], when: date, orbit: str) -> Scene | None:
     options = [s for s in scenes if s.properties.get("sat:orbit_state", "").lower() == orbit]
     return min(options, key=lambda s: (abs((s.datetime.date() - when).days), s.id), default=None)
@@ -211,10 +259,16 @@ def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, 
             source[fill] = rank
             usable |= fill
 
-        elevation = _mosaic(job.dem_scenes, "elevation", grid, "bilinear")
+        elevation = mosaic_dem(job.dem_scenes, grid)
         glacier_pixels = _rasterize(outline, grid)
-        if not job.dem_scenes or np.isnan(elevation[glacier_pixels]).any():
-            raise InvalidInputError(f"glacier {job.glacier_id}: the DEM does not cover the glacier")
+        missing = float(np.isnan(elevation[glacier_pixels]).mean()) if glacier_pixels.any() else 1.0
+        if not job.dem_scenes or missing > MAX_DEM_VOID:
+            raise InvalidInputError(
+                f"glacier {job.glacier_id}: the DEM covers only {1 - missing:.1%} of the glacier "
+                f"(needs {1 - MAX_DEM_VOID:.0%}); DEM tiles: {[s.id for s in job.dem_scenes]}"
+            )
+        dem_filled = float(np.isnan(elevation).mean())
+        elevation = fill_voids(elevation)
         layers = [*bands, elevation, slope_degrees(elevation, grid.resolution)]
         names = list(CHIP_BANDS)
         sar_ids: list[str] = []
@@ -242,6 +296,7 @@ def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, 
             "snow_index": best.snow_index,
             "tile_cloud": best.tile_cloud,
             "valid_fraction": round(float(usable[glacier_pixels].mean()) if glacier_pixels.any() else 0.0, 4),
+            "dem_filled_fraction": round(dem_filled, 4),
             "sar_scene_ids": sar_ids,
             "dem_scene_ids": [s.id for s in job.dem_scenes],
             "candidates": [asdict(s) | {"rank": _rank(s, ranked)} for s in scores],
