@@ -178,6 +178,7 @@ def fetch(
     backend: Annotated[Optional[str], typer.Option("--backend", help="stac or sentinelhub. \\[default: stac]")] = None,
     stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root. \\[default: Earth Search v1]")] = None,
     profile: Annotated[Optional[str], typer.Option("--profile", help="earth-search or planetary-computer. \\[default: earth-search]")] = None,
+    sh_base_url: Annotated[Optional[str], typer.Option("--sh-base-url", help="Sentinel Hub deployment, e.g. https://sh.dataspace.copernicus.eu (credentials: SH_CLIENT_ID / SH_CLIENT_SECRET).")] = None,
     composite: Annotated[Optional[bool], typer.Option("--composite/--no-composite", help="Fill cloud gaps per pixel from the next best scenes.")] = None,
     id_column: IdColumn = None,
     work: Work = None,

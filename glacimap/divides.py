@@ -49,7 +49,7 @@ from scipy import ndimage
 
 from glacimap.errors import ConfigError, CRSMismatchError, InputNotFoundError, InvalidInputError, OutputExistsError
 from glacimap.inventory import ID_COLUMNS, detect_id_column, load_inventory
-from glacimap.rasters import Grid, utm_crs
+from glacimap.rasters import Grid, fill_voids, utm_crs
 from glacimap.settings import SplitSettings
 from glacimap.vectors import read_layer, write_layers
 
@@ -842,17 +842,6 @@ def _check_coverage(geoms: Sequence[shapely.Geometry], ids: Sequence[str], grid:
         )
 
 
-def fill_voids(dem: np.ndarray) -> np.ndarray:
-    """DEM voids (non-finite cells) take the value of the nearest valid cell."""
-    bad = ~np.isfinite(dem)
-    if not bad.any():
-        return dem
-    if bad.all():
-        raise InvalidInputError("the DEM has no valid cells around the outlines")
-    _, (ir, ic) = ndimage.distance_transform_edt(bad, return_indices=True)
-    return dem[ir, ic]
-
-
 def _void_check(dem: np.ndarray, grid: Grid, geoms: Sequence[shapely.Geometry], ids: Sequence[str], what: str, source: str) -> None:
     """Raise if a complex is mostly DEM voids; log the ones with a few voids."""
     bad = ~np.isfinite(dem)
@@ -897,7 +886,6 @@ def split_complexes(
     geoms = _valid_polygons(frame.geometry, ids, "complexes", "outlines")
     _check_coverage(geoms, list(ids), grid, "complexes", source)
     _void_check(dem, grid, geoms, list(ids), "complex", source)
-    res = grid.resolution
     filled = fill_voids(dem.astype(np.float64))
     rows: list[dict[str, object]] = []
     for cid, geom in zip(ids, geoms):

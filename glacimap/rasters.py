@@ -158,4 +158,17 @@ def read_raster(
         raise InvalidInputError(f"{path}: not a readable raster ({exc})") from exc
 
 
+def fill_voids(values: np.ndarray) -> np.ndarray:
+    """Non-finite cells (DEM voids, edges of a DEM's extent) take the nearest valid value."""
+    from scipy import ndimage
+
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    if bad.all():
+        raise InvalidInputError("the raster has no valid cells to fill voids from")
+    _, (rows, cols) = ndimage.distance_transform_edt(bad, return_indices=True)
+    return values[rows, cols]
+
+
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "average": Resampling.average}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def optical_sensors(sensors: tuple[str, ...], year: int) -> list[Sensor]:
     return list(dict.fromkeys(chosen))
 
 
-def _prepare_inventory(settings: FetchSettings, workspace: Workspace) -> gpd.GeoDataFrame:
+def prepare_inventory(settings: FetchSettings, workspace: Workspace) -> gpd.GeoDataFrame:
     inventory = load_inventory(settings.inventory, settings.id_column)  # type: ignore[arg-type]
     if workspace.inventory.exists() and not settings.overwrite:
         existing = load_inventory(workspace.inventory)
@@ -125,27 +126,42 @@ def _fetch_task(payload: dict[str, Any], output: Path) -> dict[str, Any]:
     return build_chip(payload["job"], payload["params"], output)
 
 
+def plan_window(settings: FetchSettings, inventory: gpd.GeoDataFrame) -> tuple[date, date, date, tuple[float, ...]]:
+    """Acquisition window (start, end), target date and search bbox of the region."""
+    centre = inventory.geometry.union_all().centroid
+    start, end = window_dates(settings.year, centre.y, settings.window, settings.target_date, settings.days)
+    target = settings.target_date or start + (end - start) / 2
+    minx, miny, maxx, maxy = inventory.total_bounds
+    pad = (settings.chip_margin + settings.buffer) / 111_000.0 * 2
+    return start, end, target, (minx - pad, miny - pad, maxx + pad, maxy + pad)
+
+
+def fetch_params(settings: FetchSettings, target: date, requester_pays: bool = False) -> FetchParams:
+    """The plain values a fetch task needs."""
+    return FetchParams(
+        buffer=settings.buffer,
+        min_coverage=settings.min_coverage,
+        max_cloud=settings.max_cloud,
+        target=target,
+        composite=settings.composite,
+        requester_pays=requester_pays,
+        resolution=settings.resolution,
+    )
+
+
 def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], None] | None = None) -> FetchResult:
     """Fetch chips for every glacier of the inventory (see module docstring)."""
     if settings.aoi is not None:
         raise NotImplementedYetError("fetch --aoi (wall-to-wall mode) is not implemented yet; use --inventory")
-    if settings.backend != "stac":
-        raise NotImplementedYetError("fetch --backend sentinelhub is not implemented yet; use --backend stac")
-    workspace = Workspace(settings.work)
-    inventory = _prepare_inventory(settings, workspace)
-    chips_dir = workspace.chips_dir(settings.year)
-    chips_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(chips_dir)
+    if settings.backend == "sentinelhub":
+        from glacimap.fetch.sentinelhub import run_fetch_sentinelhub
 
-    centre = inventory.geometry.union_all().centroid
-    start, end = window_dates(settings.year, centre.y, settings.window, settings.target_date, settings.days)
-    target = settings.target_date or start + (end - start) / 2
+        return run_fetch_sentinelhub(settings, progress)
+    workspace = Workspace(settings.work)
+    inventory = prepare_inventory(settings, workspace)
+    start, end, target, bbox = plan_window(settings, inventory)
     profile = get_profile(settings.profile, settings.stac_url)
     client = open_client(profile)
-    minx, miny, maxx, maxy = inventory.total_bounds
-    pad = (settings.chip_margin + settings.buffer) / 111_000.0 * 2
-    bbox = (minx - pad, miny - pad, maxx + pad, maxy + pad)
-
     optical: list[Scene] = []
     for sensor in optical_sensors(settings.sensors, settings.year):
         optical += search_scenes(client, profile, sensor, bbox, start, end, settings.max_tile_cloud)
@@ -155,21 +171,29 @@ def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], No
     sar = search_scenes(client, profile, "s1", bbox, start, end) if "s1" in settings.sensors else []
 
     jobs, unplanned = plan_jobs(inventory, optical, dem, sar, settings)
-    params = FetchParams(
-        buffer=settings.buffer,
-        min_coverage=settings.min_coverage,
-        max_cloud=settings.max_cloud,
-        target=target,
-        composite=settings.composite,
-        requester_pays=profile.requester_pays,
-        resolution=settings.resolution,
-    )
+    params = fetch_params(settings, target, profile.requester_pays)
     tasks = [
         Task(job.glacier_id, workspace.chip(settings.year, job.glacier_id), {"job": job, "params": params})
         for job in jobs
     ]
+    return finish_run(tasks, _fetch_task, unplanned, len(inventory), workspace, settings, progress)
+
+
+def finish_run(
+    tasks: list[Task],
+    task_function: Callable[[dict[str, Any], Path], Any],
+    unplanned: dict[str, str],
+    glaciers: int,
+    workspace: Workspace,
+    settings: FetchSettings,
+    progress: Callable[[TaskOutcome, int], None] | None = None,
+) -> FetchResult:
+    """Run the per-glacier tasks, write manifest and candidates, summarise (any backend)."""
+    chips_dir = workspace.chips_dir(settings.year)
+    chips_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(chips_dir)
     outcomes = run_tasks(
-        tasks, _fetch_task, overwrite=settings.overwrite, scheduler=settings.scheduler,
+        tasks, task_function, overwrite=settings.overwrite, scheduler=settings.scheduler,
         workers=settings.workers, progress=progress,
     )
     records = _records(outcomes, tasks, unplanned)
@@ -177,7 +201,7 @@ def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], No
     ok = [r for r in records if r["status"] == "ok"]
     result = FetchResult(
         year=settings.year,
-        glaciers=len(inventory),
+        glaciers=glaciers,
         ok=sum(o.status == "ok" for o in outcomes),
         skipped=sum(o.status == "skipped" for o in outcomes),
         failed=len(records) - len(ok),
@@ -249,4 +273,7 @@ def read_manifest(workspace: Workspace, year: int) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-__all__ = ["FetchResult", "optical_sensors", "plan_jobs", "read_manifest", "run_fetch"]
+__all__ = [
+    "FetchResult", "fetch_params", "finish_run", "optical_sensors", "plan_jobs", "plan_window",
+    "prepare_inventory", "read_manifest", "run_fetch",
+]

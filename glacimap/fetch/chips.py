@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene
 from glacimap.fetch.profiles import OPTICAL_BANDS
 from glacimap.fetch.read import gdal_env, read_to_grid
 from glacimap.fetch.select import eligibility, rank_candidates
-from glacimap.rasters import RESAMPLING, Grid, utm_crs, write_cog
+from glacimap.rasters import RESAMPLING, Grid, fill_voids, utm_crs, write_cog
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def project(geometry: shapely.Geometry, src: str, dst: str) -> shapely.Geometry:
     return shapely.transform(geometry, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
-def _rasterize(geometry: shapely.Geometry, grid: Grid) -> np.ndarray:
+def rasterize_mask(geometry: shapely.Geometry, grid: Grid) -> np.ndarray:
     if geometry.is_empty:
         return np.zeros(grid.shape, dtype=bool)
     return rasterize([(geometry, 1)], out_shape=grid.shape, transform=grid.transform, fill=0, dtype="uint8").astype(bool)
@@ -100,7 +101,7 @@ def scene_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     if scene.sensor == "landsat":
         valid, cloud = qa_pixel_masks(read_to_grid(scene.hrefs["qa_pixel"], grid, "nearest", dtype="uint16"))
         if is_slc_off(scene.platform, scene.datetime.date()):
-            footprint = _rasterize(project(shapely.from_wkb(scene.footprint_wkb), "EPSG:4326", grid.crs), grid)
+            footprint = rasterize_mask(project(shapely.from_wkb(scene.footprint_wkb), "EPSG:4326", grid.crs), grid)
             gaps = footprint & ~valid  # scan-line gaps count like cloud
             return valid | gaps, cloud | gaps
         return valid, cloud
@@ -121,8 +122,8 @@ def reflectance(scene: Scene, band: str, grid: Grid) -> np.ndarray:
 def score_scene(scene: Scene, job: GlacierJob, outline: shapely.Geometry, params: FetchParams) -> CandidateScore:
     """Coverage, cloud fraction and snow indicator of one scene over glacier + buffer."""
     grid = _score_grid(outline, job.grid, params.buffer, scene.sensor)
-    glacier = _rasterize(outline, grid)
-    area = _rasterize(outline.buffer(params.buffer), grid)
+    glacier = rasterize_mask(outline, grid)
+    area = rasterize_mask(outline.buffer(params.buffer), grid)
     ring = area & ~glacier
     valid, cloud = scene_masks(scene, grid)
     n_area = int(area.sum())
@@ -200,17 +201,6 @@ def mosaic_dem(scenes: tuple[Scene, ...], grid: Grid) -> np.ndarray:
     return out
 
 
-def fill_voids(values: np.ndarray) -> np.ndarray:
-    """Fill NaN pixels with the nearest valid value (DEM voids, edges of the DEM's extent)."""
-    from scipy.ndimage import distance_transform_edt
-
-    missing = np.isnan(values)
-    if not missing.any() or missing.all():
-        return values
-    _, (rows, cols) = distance_transform_edt(missing, return_indices=True)
-    return values[rows, cols]
-
-
 def _closest_sar(scenes: tuple[Scene, ...], when: date, orbit: str) -> Scene | None:
     options = [s for s in scenes if s.properties.get("sat:orbit_state", "").lower() == orbit]
     return min(options, key=lambda s: (abs((s.datetime.date() - when).days), s.id), default=None)
@@ -235,91 +225,117 @@ def _sar_layers(job: GlacierJob, when: date) -> tuple[list[np.ndarray], list[str
     return [layers[i] for i in order], ids
 
 
+def assemble_chip(
+    job: GlacierJob,
+    params: FetchParams,
+    output: Path,
+    outline: shapely.Geometry,
+    scores: list[CandidateScore],
+    optical: Callable[[Scene], tuple[np.ndarray, np.ndarray]],
+    elevation: Callable[[], np.ndarray],
+    dem_ids: list[str],
+    sar: Callable[[date], tuple[list[np.ndarray], list[str]]] | None = None,
+) -> dict[str, Any]:
+    """Choose among scored candidates, stack the chip's layers and write it (any backend).
+
+    ``optical(scene)`` returns (6 harmonised bands, usable mask) on the chip grid,
+    ``elevation()`` the DEM on it, ``sar(date)`` the SAR layers closest to a date.
+    """
+    grid = job.grid
+    ranked = rank_candidates(scores)
+    if not ranked:
+        reasons = "; ".join(f"{s.scene_id}: {s.rejected}" for s in scores) or "no candidate scenes"
+        raise NoValidSceneError(f"glacier {job.glacier_id}: no usable scene ({reasons})")
+    by_id = {scene.id: scene for scene in job.candidates}
+    chosen = [by_id[s.scene_id] for s in ranked[: COMPOSITE_DEPTH if params.composite else 1]]
+
+    bands, usable = optical(chosen[0])
+    source = np.where(usable, 1, 0).astype(np.float32)
+    for rank, scene in enumerate(chosen[1:], start=2):
+        if usable.all():
+            break
+        more, more_usable = optical(scene)
+        fill = ~usable & more_usable
+        bands[:, fill] = more[:, fill]
+        source[fill] = rank
+        usable |= fill
+
+    dem = elevation()
+    glacier_pixels = rasterize_mask(outline, grid)
+    missing = float(np.isnan(dem[glacier_pixels]).mean()) if glacier_pixels.any() else 1.0
+    if missing > MAX_DEM_VOID:
+        raise InvalidInputError(
+            f"glacier {job.glacier_id}: the DEM covers only {1 - missing:.1%} of the glacier "
+            f"(needs {1 - MAX_DEM_VOID:.0%}); DEM: {dem_ids}"
+        )
+    dem_filled = float(np.isnan(dem).mean())
+    dem = fill_voids(dem)
+    layers = [*bands, dem, slope_degrees(dem, grid.resolution)]
+    names = list(CHIP_BANDS)
+    sar_ids: list[str] = []
+    if sar is not None:
+        sar_layers, sar_ids = sar(chosen[0].datetime.date())
+        layers += sar_layers
+        names += list(SAR_BANDS)
+    if params.composite:
+        layers.append(source)
+        names.append("source")
+    layers.append(usable.astype(np.float32))
+    names.append("valid")
+
+    best = ranked[0]
+    record = {
+        "glacier_id": job.glacier_id,
+        "status": "ok",
+        "reason": None,
+        "sensor": chosen[0].sensor,
+        "platform": chosen[0].platform,
+        "scene_ids": [s.id for s in chosen] if params.composite else [chosen[0].id],
+        "date": chosen[0].date_text,
+        "cloud_fraction": best.cloud_fraction,
+        "coverage": best.coverage,
+        "snow_index": best.snow_index,
+        "tile_cloud": best.tile_cloud,
+        "valid_fraction": round(float(usable[glacier_pixels].mean()) if glacier_pixels.any() else 0.0, 4),
+        "dem_filled_fraction": round(dem_filled, 4),
+        "sar_scene_ids": sar_ids,
+        "dem_scene_ids": dem_ids,
+        "candidates": [asdict(s) | {"rank": rank_of(s, ranked)} for s in scores],
+    }
+    write_cog(
+        output,
+        np.stack(layers).astype(np.float32),
+        grid,
+        names,
+        nodata=float("nan"),
+        tags={SELECTION_TAG: json.dumps(record, default=json_default)},
+    )
+    return record
+
+
 def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, Any]:
-    """Score the candidates, choose, read and write the chip; return its selection record."""
+    """Score the candidates (STAC backend), choose, read and write the chip; return its record."""
     with gdal_env(params.requester_pays):
         grid = job.grid
         outline = project(shapely.from_wkb(job.geometry_wkb), "EPSG:4326", grid.crs)
         scores = [score_scene(scene, job, outline, params) for scene in job.candidates]
-        ranked = rank_candidates(scores)
-        if not ranked:
-            reasons = "; ".join(f"{s.scene_id}: {s.rejected}" for s in scores) or "no candidate scenes"
-            raise NoValidSceneError(f"glacier {job.glacier_id}: no usable scene ({reasons})")
-        by_id = {scene.id: scene for scene in job.candidates}
-        chosen = [by_id[s.scene_id] for s in ranked[: COMPOSITE_DEPTH if params.composite else 1]]
-
-        bands, usable = _optical_layers(chosen[0], grid)
-        source = np.where(usable, 1, 0).astype(np.float32)
-        for rank, scene in enumerate(chosen[1:], start=2):
-            if usable.all():
-                break
-            more, more_usable = _optical_layers(scene, grid)
-            fill = ~usable & more_usable
-            bands[:, fill] = more[:, fill]
-            source[fill] = rank
-            usable |= fill
-
-        elevation = mosaic_dem(job.dem_scenes, grid)
-        glacier_pixels = _rasterize(outline, grid)
-        missing = float(np.isnan(elevation[glacier_pixels]).mean()) if glacier_pixels.any() else 1.0
-        if not job.dem_scenes or missing > MAX_DEM_VOID:
-            raise InvalidInputError(
-                f"glacier {job.glacier_id}: the DEM covers only {1 - missing:.1%} of the glacier "
-                f"(needs {1 - MAX_DEM_VOID:.0%}); DEM tiles: {[s.id for s in job.dem_scenes]}"
-            )
-        dem_filled = float(np.isnan(elevation).mean())
-        elevation = fill_voids(elevation)
-        layers = [*bands, elevation, slope_degrees(elevation, grid.resolution)]
-        names = list(CHIP_BANDS)
-        sar_ids: list[str] = []
-        if job.sar_scenes:
-            sar, sar_ids = _sar_layers(job, chosen[0].datetime.date())
-            layers += sar
-            names += list(SAR_BANDS)
-        if params.composite:
-            layers.append(source)
-            names.append("source")
-        layers.append(usable.astype(np.float32))
-        names.append("valid")
-
-        best = ranked[0]
-        record = {
-            "glacier_id": job.glacier_id,
-            "status": "ok",
-            "reason": None,
-            "sensor": chosen[0].sensor,
-            "platform": chosen[0].platform,
-            "scene_ids": [s.id for s in chosen] if params.composite else [chosen[0].id],
-            "date": chosen[0].date_text,
-            "cloud_fraction": best.cloud_fraction,
-            "coverage": best.coverage,
-            "snow_index": best.snow_index,
-            "tile_cloud": best.tile_cloud,
-            "valid_fraction": round(float(usable[glacier_pixels].mean()) if glacier_pixels.any() else 0.0, 4),
-            "dem_filled_fraction": round(dem_filled, 4),
-            "sar_scene_ids": sar_ids,
-            "dem_scene_ids": [s.id for s in job.dem_scenes],
-            "candidates": [asdict(s) | {"rank": _rank(s, ranked)} for s in scores],
-        }
-        write_cog(
-            output,
-            np.stack(layers).astype(np.float32),
-            grid,
-            names,
-            nodata=float("nan"),
-            tags={SELECTION_TAG: json.dumps(record, default=_json_default)},
+        return assemble_chip(
+            job, params, output, outline, scores,
+            optical=lambda scene: _optical_layers(scene, grid),
+            elevation=lambda: mosaic_dem(job.dem_scenes, grid),
+            dem_ids=[s.id for s in job.dem_scenes],
+            sar=(lambda when: _sar_layers(job, when)) if job.sar_scenes else None,
         )
-    return record
 
 
-def _rank(score: CandidateScore, ranked: list[CandidateScore]) -> int | None:
+def rank_of(score: CandidateScore, ranked: list[CandidateScore]) -> int | None:
     for index, other in enumerate(ranked, start=1):
         if other.scene_id == score.scene_id:
             return index
     return None
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
