@@ -136,3 +136,31 @@ def stac_server(local_stac) -> Iterator:
     yield local_stac
     local_stac.set_faults(None)
     local_stac.reset_counters()
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic world's ``small`` preset (seed 42), generated once per session."""
+    from glacimap.synthetic import WorldConfig, generate_world
+
+    return generate_world(WorldConfig.small(42), tmp_path_factory.mktemp("world") / "world", figure=False)
+
+
+@pytest.fixture(scope="session")
+def world_stac(small_world) -> Iterator:
+    """A real local STAC API and asset server over the small synthetic world."""
+    pytest.importorskip("rustac", reason="the local STAC API needs rustac==0.9.9 (pip install glacimap[serve])")
+    from glacimap.synthetic.serve import serve_catalog
+
+    with serve_catalog(small_world.root / "stac") as local:
+        yield local
+
+
+@pytest.fixture
+def world_server(world_stac) -> Iterator:
+    """``world_stac`` with no faults and zeroed counters around one test."""
+    world_stac.set_faults(None)
+    world_stac.reset_counters()
+    yield world_stac
+    world_stac.set_faults(None)
+    world_stac.reset_counters()

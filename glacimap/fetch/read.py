@@ -46,11 +46,20 @@ def gdal_env(requester_pays: bool = False) -> rasterio.Env:
     return rasterio.Env(**options)
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 3, delay: float = 0.5) -> T:
-    """Run ``action``; retry on I/O errors with exponential backoff, then raise FetchError."""
+def with_retries(
+    action: Callable[[], T], what: str, attempts: int = 3, delay: float = 0.5, href: str | None = None
+) -> T:
+    """Run ``action``; retry on I/O errors with exponential backoff, then raise FetchError.
+
+    Retries of an HTTP ``href`` bypass GDAL's /vsicurl cache for it, which may hold what a
+    failed (e.g. truncated) response left behind.
+    """
     last: Exception | None = None
     for attempt in range(attempts):
         try:
+            if attempt and href and href.startswith(("http://", "https://")):
+                with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=f"/vsicurl/{href}"):
+                    return action()
             return action()
         except (RasterioError, OSError) as exc:
             last = exc
@@ -124,4 +133,4 @@ def read_to_grid(
             )
         return out
 
-    return with_retries(action, f"reading {href}")
+    return with_retries(action, f"reading {href}", href=href)
