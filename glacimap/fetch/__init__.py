@@ -21,8 +21,8 @@ import pandas as pd
 import shapely
 
 from glacimap.errors import InputNotFoundError, InvalidInputError, NotImplementedYetError, OutputExistsError
-from glacimap.fetch.chips import FetchParams, NoValidSceneError, build_chip, glacier_grid, read_selection
-from glacimap.fetch.plan import GlacierJob, Scene
+from glacimap.fetch.chips import FetchParams, build_chip, glacier_grid, read_selection
+from glacimap.fetch.plan import GlacierJob, Scene, acquisition_key, mosaic_scene
 from glacimap.fetch.profiles import Sensor, get_profile
 from glacimap.fetch.search import footprint_coverage, open_client, search_scenes, window_dates
 from glacimap.inventory import load_inventory, save_inventory
@@ -90,14 +90,23 @@ def plan_jobs(
     sar: list[Scene],
     settings: FetchSettings,
 ) -> tuple[list[GlacierJob], dict[str, str]]:
-    """One job per glacier with its N least tile-cloudy covering scenes; glaciers without any."""
+    """One job per glacier with its N least tile-cloudy covering acquisitions; glaciers without any.
+
+    Tiles of one acquisition (same sensor, platform, day and orbit) that touch the glacier are
+    mosaicked into one candidate, so a glacier on a tile edge is still covered.
+    """
     jobs, unplanned = [], {}
     degree_buffer = settings.buffer / 111_000.0
     for row in inventory.itertuples():
         geometry = row.geometry
         grid, _ = glacier_grid(geometry, settings.resolution, settings.chip_margin)
         area = geometry.buffer(degree_buffer)
-        covering = [s for s in optical if footprint_coverage(s, area) >= settings.min_coverage]
+        touching: dict[tuple, list[Scene]] = {}
+        for scene in optical:
+            if footprint_coverage(scene, area) > 0:
+                touching.setdefault(acquisition_key(scene), []).append(scene)
+        acquisitions = [mosaic_scene(tiles) for tiles in touching.values()]
+        covering = [s for s in acquisitions if footprint_coverage(s, area) >= settings.min_coverage]
         covering.sort(key=lambda s: (s.tile_cloud if s.tile_cloud is not None else np.inf, s.id))
         if not covering:
             unplanned[row.glacier_id] = "no scene in the window covers the glacier"
@@ -202,7 +211,7 @@ def finish_run(
     result = FetchResult(
         year=settings.year,
         glaciers=glaciers,
-        ok=sum(o.status == "ok" for o in outcomes),
+        ok=sum(o.status == "ok" and o.value["status"] == "ok" for o in outcomes),
         skipped=sum(o.status == "skipped" for o in outcomes),
         failed=len(records) - len(ok),
         mean_cloud_chosen=float(np.mean([r["cloud_fraction"] for r in ok])) if ok else float("nan"),
@@ -210,8 +219,8 @@ def finish_run(
         manifest=manifest,
         candidates=candidates,
     )
-    unplanned_outcomes = [TaskOutcome(gid, "failed", reason) for gid, reason in unplanned.items()]
-    raise_if_failed([*outcomes, *unplanned_outcomes], "glaciers", manifest, result)
+    without_chip = [TaskOutcome(r["glacier_id"], "failed", r["reason"]) for r in records if r["status"] != "ok"]
+    raise_if_failed([*without_chip, *(o for o in outcomes if o.status != "failed")], "glaciers", manifest, result)
     return result
 
 
@@ -230,8 +239,7 @@ def _records(outcomes: list[TaskOutcome], tasks: list[Task], unplanned: dict[str
         elif outcome.status == "skipped":
             record = read_selection(by_key[outcome.key].output)
         else:
-            status = "no_valid_data" if (outcome.reason or "").startswith(NoValidSceneError.__name__) else "failed"
-            record = {"glacier_id": outcome.key, "status": status, "reason": outcome.reason, "candidates": []}
+            record = {"glacier_id": outcome.key, "status": "failed", "reason": outcome.reason, "candidates": []}
         records.append(record)
     for gid, reason in unplanned.items():
         records.append({"glacier_id": gid, "status": "no_valid_data", "reason": reason, "candidates": []})

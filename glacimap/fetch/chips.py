@@ -52,10 +52,6 @@ COMPOSITE_DEPTH = 3
 MAX_DEM_VOID = 0.05
 
 
-class NoValidSceneError(InvalidInputError):
-    """No candidate scene sees the glacier well enough (coverage or cloud)."""
-
-
 @dataclass(frozen=True)
 class FetchParams:
     """The settings a fetch task needs, as plain values."""
@@ -94,8 +90,24 @@ def _score_grid(outline: shapely.Geometry, grid: Grid, buffer: float, sensor: st
     return Grid.from_bounds(outline.buffer(buffer).bounds, grid.crs, resolution)
 
 
+def _first_valid(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mosaic (values, valid) layers: each pixel from the first layer with valid data."""
+    values, valid = layers[0]
+    values, valid = values.copy(), valid.copy()
+    for more, more_valid in layers[1:]:
+        take = ~valid & more_valid
+        values[..., take] = more[..., take]
+        valid |= take
+    return values, valid
+
+
 def scene_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """(valid data, cloud) masks of a scene on ``grid``."""
+    """(valid data, cloud) masks of a scene (or of a same-day mosaic's tiles) on ``grid``."""
+    cloud, valid = _first_valid([(c, v) for v, c in (_tile_masks(tile, grid) for tile in scene.parts)])
+    return valid, cloud & valid
+
+
+def _tile_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     if scene.sensor == "s2":
         return scl_masks(read_to_grid(scene.hrefs["scl"], grid, "nearest", dtype="uint8"))
     if scene.sensor == "landsat":
@@ -110,6 +122,12 @@ def scene_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 def reflectance(scene: Scene, band: str, grid: Grid) -> np.ndarray:
     """Harmonised float32 reflectance (0-1, NaN for no data) of one band on ``grid``."""
+    layers = [_tile_reflectance(tile, band, grid) for tile in scene.parts]
+    values, _ = _first_valid([(layer, np.isfinite(layer)) for layer in layers])
+    return values
+
+
+def _tile_reflectance(scene: Scene, band: str, grid: Grid) -> np.ndarray:
     if scene.sensor == "s2":
         dn = read_to_grid(scene.hrefs[band], grid, "nearest", dtype="uint16")
         offset = s2_offset(scene.properties.get("s2:processing_baseline"), scene.datetime.date())
@@ -238,14 +256,22 @@ def assemble_chip(
 ) -> dict[str, Any]:
     """Choose among scored candidates, stack the chip's layers and write it (any backend).
 
+    Returns the selection record; when no candidate is eligible the record has status
+    ``no_valid_data`` and its reason, and no chip is written (a later run tries again).
+
     ``optical(scene)`` returns (6 harmonised bands, usable mask) on the chip grid,
     ``elevation()`` the DEM on it, ``sar(date)`` the SAR layers closest to a date.
     """
     grid = job.grid
     ranked = rank_candidates(scores)
-    if not ranked:
+    if not ranked:  # recorded with every candidate's scores; no chip is written
         reasons = "; ".join(f"{s.scene_id}: {s.rejected}" for s in scores) or "no candidate scenes"
-        raise NoValidSceneError(f"glacier {job.glacier_id}: no usable scene ({reasons})")
+        return {
+            "glacier_id": job.glacier_id,
+            "status": "no_valid_data",
+            "reason": f"no usable scene ({reasons})",
+            "candidates": [asdict(s) | {"rank": None} for s in scores],
+        }
     by_id = {scene.id: scene for scene in job.candidates}
     chosen = [by_id[s.scene_id] for s in ranked[: COMPOSITE_DEPTH if params.composite else 1]]
 

@@ -30,10 +30,46 @@ class Scene:
     tile_cloud: float | None = None  # eo:cloud_cover of the whole tile, percent
     platform: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)  # processing baseline, orbit state...
+    #: the tiles of a same-day mosaic (then ``hrefs`` is empty); empty for a single tile
+    tiles: tuple[Scene, ...] = ()
 
     @property
     def date_text(self) -> str:
         return self.datetime.date().isoformat()
+
+    @property
+    def parts(self) -> tuple[Scene, ...]:
+        """The tiles to read: the mosaic's tiles, or the scene itself."""
+        return self.tiles or (self,)
+
+
+def acquisition_key(scene: Scene) -> tuple[str, str, str | None, str, str]:
+    """Scenes with the same key are tiles of one acquisition (same sensor, platform, day, orbit)."""
+    return (scene.collection, scene.sensor, scene.platform, scene.date_text, str(scene.properties.get("sat:orbit_state", "")))
+
+
+def mosaic_scene(tiles: list[Scene]) -> Scene:
+    """One candidate from the tiles of one acquisition (Diaconu & Bamber's successor code
+    mosaics the tiles of a date when one tile covers a glacier only partly)."""
+    import shapely
+
+    if len(tiles) == 1:
+        return tiles[0]
+    tiles = sorted(tiles, key=lambda t: t.id)
+    clouds = [t.tile_cloud for t in tiles if t.tile_cloud is not None]
+    first = tiles[0]
+    return Scene(
+        id="+".join(t.id for t in tiles),
+        collection=first.collection,
+        sensor=first.sensor,
+        datetime=first.datetime,
+        hrefs={},
+        footprint_wkb=shapely.to_wkb(shapely.union_all([shapely.from_wkb(t.footprint_wkb) for t in tiles])),
+        tile_cloud=sum(clouds) / len(clouds) if clouds else None,
+        platform=first.platform,
+        properties=dict(first.properties),
+        tiles=tuple(tiles),
+    )
 
 
 def scene_from_item(item: pystac.Item | dict[str, Any], sensor: Sensor, product: Product) -> Scene | None:

@@ -711,7 +711,8 @@ def _union_box(boxes: Sequence[tuple[float, float, float, float]], margin: float
 def _trap_candidates(world: _World, plan: _Plan) -> Iterator[tuple[list[int], tuple[int, int], tuple[int, int]]]:
     """Candidate traps: (target glaciers, (trap acquisition, item), (clear acquisition, item)).
 
-    Glaciers are tried in a seeded random order (those of at least 0.01 km2 first), dates
+    Glaciers are tried in a seeded random order (those of at least 0.01 km2 and 300 m from
+    the world's edge first), dates
     before the autumn snowfall first; a target may bring up to two neighbours within 800 m
     that fit in both footprints, as long as the group's box stays small next to the world.
     """
@@ -721,7 +722,15 @@ def _trap_candidates(world: _World, plan: _Plan) -> Iterator[tuple[list[int], tu
     if not boxes:
         raise InvalidInputError(f"year {plan.year}: the landscape has no glacier, so no scene trap can be set")
     big = [g for g in boxes if pixels[g] >= 100] or list(boxes)
-    order = [big[i] for i in rng.permutation(len(big))]
+    shuffled = [big[i] for i in rng.permutation(len(big))]
+    # Glaciers clear of the world's edge first: one cut by the edge makes a poor test.
+    left, bottom, right, top = world.bounds
+
+    def inland(g: int) -> bool:
+        x0, y0, x1, y1 = boxes[g]
+        return min(x0 - left, y0 - bottom, right - x1, top - y1) >= 300.0
+
+    order = [g for g in shuffled if inland(g)] + [g for g in shuffled if not inland(g)]
     event = _fresh_snow_day(world.seed, plan.year)
     acqs = plan.acquisitions
     world_area = _box_area(world.bounds)
@@ -778,7 +787,7 @@ def _plan_clouds(world: _World, plan: _Plan, attempts: int = 25) -> None:
         rng = _rng(world.seed, "clouds", plan.collection, acq.when.isoformat())
         acq.cloud_height = float(rng.uniform(1500.0, 3000.0))
         acq.cirrus = float(rng.uniform(0.05, 0.25)) if rng.random() < 0.35 else 0.0
-        cover = float(rng.uniform(0.12, 0.55))
+        cover = float(rng.uniform(0.05, 0.40))
         noise = scenes.fractal_noise(cg.shape, rng, beta=3.2, cutoff_px=5000.0 / CLOUD_CELL_M)
         cirrus_noise = scenes.fractal_noise(cg.shape, rng, beta=3.6, cutoff_px=8000.0 / CLOUD_CELL_M)
         edge_noise = scenes.fractal_noise(cg.shape, rng, beta=2.5)

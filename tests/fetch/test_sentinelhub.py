@@ -41,7 +41,7 @@ from glacimap.errors import EXIT_BAD_INPUT, ConfigError
 from glacimap.fetch import sentinelhub
 from glacimap.features import ndsi
 from glacimap.fetch import read_manifest
-from glacimap.fetch.chips import CHIP_BANDS, FetchParams, NoValidSceneError, glacier_grid, project, read_selection
+from glacimap.fetch.chips import CHIP_BANDS, FetchParams, glacier_grid, project, read_selection
 from glacimap.fetch.harmonise import qa_pixel_masks, scl_masks
 from glacimap.fetch.plan import GlacierJob, Scene
 from glacimap.fetch.sentinelhub import (
@@ -730,8 +730,9 @@ def test_no_usable_scene(fake_sh, tmp_path: Path) -> None:  # noqa: ANN001
     cloudy = _scene("S2_T32TPS_0810", "2023-08-10", 5.0)
     job = GlacierJob("G", shapely.to_wkb(GLACIER), grid, (cloudy,))
     params = FetchParams(buffer=100.0, min_coverage=0.9, max_cloud=0.3, target=date(2023, 8, 31))
-    with pytest.raises(NoValidSceneError, match="S2_T32TPS_0810: cloud 0.60 > 0.30"):
-        build_chip_sh(job, params, tmp_path / "chip.tif", config)
+    record = build_chip_sh(job, params, tmp_path / "chip.tif", config)
+    assert record["status"] == "no_valid_data" and "S2_T32TPS_0810: cloud 0.60 > 0.30" in record["reason"]
+    assert record["candidates"][0]["scene_id"] == "S2_T32TPS_0810"
     assert fake.count("process") == 0 and not (tmp_path / "chip.tif").exists()
 
 
