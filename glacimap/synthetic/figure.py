@@ -48,6 +48,7 @@ def plot_world_year(landscape: Landscape, info: Any, year: int, out_path: Path |
     dem = landscape.dem[::step, ::step]
     labels = truth.glacier[::step, ::step]
     trap = info.trap(year, catalog.S2)
+    index = {g.glacier_id: g.index for g in landscape.glaciers}
     items = {it["id"]: it for it in catalog.read_items(info.stac_dir)}
     outlines, divides = _outlines_and_divides(labels, grid)
     left, bottom, right, top = grid.bounds
@@ -64,8 +65,8 @@ def plot_world_year(landscape: Landscape, info: Any, year: int, out_path: Path |
               extent=extent, interpolation="nearest")
     xs, ys = scenes.pixel_centres(grid)
     ax.contour(xs / 1000.0, ys / 1000.0, dem, levels=[truth.ela], colors="k", linestyles="--", linewidths=0.8)
-    ax.set_title(f"Truth {year}: glaciers (debris brown, lakes blue), divides red, ELA {truth.ela:.0f} m dashed",
-                 fontsize=9)
+    ax.set_title(f"Truth {year}: glaciers (debris brown, lakes blue)\nice divides red, ELA {truth.ela:.0f} m dashed",
+                 fontsize=8)
     _draw_lines(ax, outlines, "gold", 0.7)
     _draw_lines(ax, divides, "red", 1.0)
 
@@ -78,15 +79,10 @@ def plot_world_year(landscape: Landscape, info: Any, year: int, out_path: Path |
         ax.contour(xs / 1000.0, ys / 1000.0, clouds, levels=[0.5], colors="magenta", linewidths=0.7)
         _draw_lines(ax, outlines, "gold", 0.6)
         _draw_lines(ax, divides, "red", 0.9)
-        for gid in trap.glacier_ids:
-            idx = next(g.index for g in landscape.glaciers if g.glacier_id == gid)
-            rows, cols = np.nonzero(labels == idx)
-            if rows.size == 0:
-                continue
-            ax.annotate(gid, (xs[int(cols.mean())] / 1000.0, ys[int(rows.mean())] / 1000.0), color="white",
-                        fontsize=7, ha="center", weight="bold")
+        _mark_targets(ax, labels, grid, [index[g] for g in trap.glacier_ids if g in index])
         cover = item["properties"]["eo:cloud_cover"]
-        ax.set_title(f"{item_id}: {label}\neo:cloud_cover {cover:.1f} %, SWIR16/NIR/red, SCL clouds magenta", fontsize=9)
+        ax.set_title(f"{item_id}: {label}, eo:cloud_cover {cover:.1f} %\nSWIR16/NIR/red; SCL clouds magenta; "
+                     f"boxed: {', '.join(trap.glacier_ids)}", fontsize=8)
     for ax in axes:
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
@@ -109,6 +105,22 @@ def _decimated(grid: Grid, step: int) -> Grid:
     half = (step - 1) / 2.0 * t.a  # the kept pixel's centre becomes the coarse pixel's centre
     transform = Affine(t.a * step, 0.0, t.c - half, 0.0, t.e * step, t.f + half)
     return Grid(grid.crs, transform, -(-grid.height // step), -(-grid.width // step))
+
+
+def _mark_targets(ax: Any, labels: np.ndarray, grid: Grid, targets: list[int]) -> None:
+    """A dashed box (300 m margin) around the trap glaciers."""
+    rows, cols = np.nonzero(np.isin(labels, targets))
+    if rows.size == 0:
+        return
+    from matplotlib.patches import Rectangle
+
+    xs, ys = scenes.pixel_centres(grid)
+    x0, x1 = xs[cols.min()] - 300.0, xs[cols.max()] + 300.0
+    y0, y1 = ys[rows.max()] - 300.0, ys[rows.min()] + 300.0
+    ax.add_patch(Rectangle((x0 / 1000.0, y0 / 1000.0), (x1 - x0) / 1000.0, (y1 - y0) / 1000.0, fill=False,
+                           edgecolor="white", linestyle="--", linewidth=1.2))
+    ax.annotate("trap glaciers", (x0 / 1000.0, y1 / 1000.0), xytext=(0, 3), textcoords="offset points",
+                color="white", fontsize=8, weight="bold", annotation_clip=True)
 
 
 def _hillshade(dem: np.ndarray, resolution: float) -> np.ndarray:
