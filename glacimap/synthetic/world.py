@@ -59,7 +59,7 @@ WORLD_FORMAT = "glacimap-synthetic-world"
 WORLD_FORMAT_VERSION = 1
 
 #: Acquisitions per year.
-S2_DATES, LANDSAT_DATES, S1_PER_ORBIT_STATE = 5, 3, 2
+S2_DATES, LANDSAT_DATES, S1_PER_ORBIT_STATE = 5, 5, 2
 #: Late-summer acquisition window (month, day).
 WINDOW = ((8, 1), (10, 15))
 #: Coarse grid of the cloud fields, and their margin around the world (room for shadows).
