@@ -19,6 +19,7 @@ import pystac
 import pytest
 import rasterio
 import shapely
+from glacimap.synthetic.world import LANDSAT_DATES
 from pyproj import Transformer
 from rasterio import features
 from rasterio.merge import merge
@@ -73,7 +74,7 @@ def test_catalogue_layout_and_collections(world: WorldInfo, items: list[dict[str
     collections = catalog.read_collections(world.stac_dir)
     assert [c["id"] for c in collections] == list(catalog.COLLECTION_IDS)
     counts = {cid: len(_of(items, cid)) for cid in catalog.COLLECTION_IDS}
-    assert counts == {catalog.S2: 2 * 5 * len(YEARS), catalog.LANDSAT: 3 * len(YEARS), catalog.S1: 4 * len(YEARS),
+    assert counts == {catalog.S2: 2 * 5 * len(YEARS), catalog.LANDSAT: LANDSAT_DATES * len(YEARS), catalog.S1: 4 * len(YEARS),
                       catalog.DEM: 4}
     for col in collections:
         assert col["license"] == "CC0-1.0" and col["type"] == "Collection"
