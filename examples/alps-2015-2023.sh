@@ -2,9 +2,10 @@
 # Glacier area change in the Ötztal Alps, 2015 -> 2023, from Earth Search (needs internet).
 #
 # Inputs: an RGI 6.0 / 7.0 extract of the region (any OGR format), e.g. rgi_oetztal.shp.
-# Expected cost on a laptop (4 cores, no GPU), ~20 glaciers: fetch 2-5 min and ~150 MB
-# downloaded per year (only the windows over the glaciers are read), predict ~2 min per year
-# on the CPU, outlines and change in seconds.
+# Rough expectation for ~20 glaciers on a 4-core laptop (an estimate scaled from the synthetic
+# benchmarks, not measured against Earth Search, which this project's machines cannot reach):
+# fetch a few minutes and on the order of 100 MB per year (only windows over the glaciers are
+# read), predict a few minutes per year on the CPU, outlines and change in seconds.
 set -euo pipefail
 WORK=${WORK:-alps-work}
 INVENTORY=${1:?usage: $0 INVENTORY.shp [MODEL.safetensors]}

@@ -3,7 +3,8 @@
 #
 # Landsat Collection 2 Level 2 on Earth Search is in a requester-pays bucket: set AWS
 # credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) before running; glacimap adds
-# AWS_REQUEST_PAYER=requester itself. Expect ~100 MB per year for ~20 glaciers.
+# AWS_REQUEST_PAYER=requester itself. Data volume: on the order of 100 MB per year for ~20
+# glaciers (an estimate, not measured: this project's machines have no internet).
 set -euo pipefail
 WORK=${WORK:-landsat-work}
 INVENTORY=${1:?usage: $0 INVENTORY.shp [MODEL.safetensors]}
