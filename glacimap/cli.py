@@ -268,7 +268,7 @@ def outlines(
     restrict: Annotated[Optional[str], typer.Option("--restrict", help="inventory, territory or none. \\[default: inventory]")] = None,
     territory_buffer: Annotated[Optional[float], typer.Option("--territory-buffer", help="Metres a glacier may advance beyond its reference outline. \\[default: 200]")] = None,
     confidence_level: Annotated[Optional[float], typer.Option("--confidence-level", help="Pixels with calibrated confidence below this form the confidence band. \\[default: 0.95]")] = None,
-    split_divides: Annotated[Optional[bool], typer.Option("--split-divides/--no-split-divides", help="Split complexes along ice divides.")] = None,
+    split_divides: Annotated[Optional[bool], typer.Option("--split-divides/--no-split-divides", help="Write the ice divides between glaciers of a complex (layer divides); glaciers keep their reference divides.")] = None,
     work: Work = None,
     config: Config = None,
     scheduler: Scheduler = None,

@@ -11,6 +11,9 @@ Vector rules (each tested in tests/test_outlines.py):
 - outlines are simplified by ``simplify`` metres as one polygon *coverage*
   (``shapely.coverage_simplify``), so neighbours keep one shared border, with no gap or overlap;
 - areas are computed on the local UTM grid, in km2; geometries are written in EPSG:4326;
+- with ``split_divides``, a ``divides`` layer holds the ice divides between glaciers of a
+  complex: in inventory and territory modes every pixel belongs to one reference glacier, so
+  the divides are the reference divides, kept across years;
 - the confidence band is the set of pixels whose calibrated confidence is below 0.95;
   ``area_low_km2`` counts the confident ice only and ``area_high_km2`` adds the band's pixels
   outside the outline, so ``area_low <= area <= area_high``.
@@ -250,7 +253,10 @@ def run_outlines(settings: OutlinesSettings) -> OutlinesResult:
     outlines = _assemble(rows, manifest, settings)
     band_frame = gpd.GeoDataFrame(pd.concat(bands, ignore_index=True), crs="EPSG:4326")
     layers = {"outlines": outlines, "confidence_band": band_frame}
-    layers["divides"] = shared_borders(outlines.to_crs(outlines.estimate_utm_crs())).to_crs("EPSG:4326")
+    if settings.split_divides:
+        # Glaciers keep their reference divides (each pixel is attributed to one reference
+        # glacier), so the divides are the borders shared by glaciers of one complex.
+        layers["divides"] = shared_borders(outlines.to_crs(outlines.estimate_utm_crs())).to_crs("EPSG:4326")
     write_layers(target, layers, overwrite=settings.overwrite)
     mapped = outlines[~outlines.geometry.is_empty]
     return OutlinesResult(settings.year, len(inventory), len(mapped), float(mapped["area_km2"].sum()), target)

@@ -135,7 +135,7 @@ def test_run_outlines_end_to_end(tmp_path: Path) -> None:
     confidence[10:30, 18:22] = 0.5  # uncertain along the middle
     probability[0, :] = np.nan  # no data row
     ws = _workspace(tmp_path, probability, confidence)
-    settings = OutlinesSettings(work=ws.root, year=2023, simplify=0.0)
+    settings = OutlinesSettings(work=ws.root, year=2023, simplify=0.0, split_divides=True)
     result = run_outlines(settings)
     out = read_layer(result.path, "outlines").set_index("glacier_id")
     assert result.mapped == 2
