@@ -14,6 +14,7 @@ scenes: it serves the offline demo and the tests, not real imagery.
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 import time
 from pathlib import Path
@@ -81,6 +82,26 @@ def _log_progress(progress: Any) -> None:
                  record.train_loss, f"{record.val_iou:.3f}" if record.val_iou is not None else "-", record.seconds)
 
 
+def compare_models(models: list[str], seed: int, size_m: float, root: Path) -> dict[str, dict[int, dict]]:
+    """Predict a world never used in training with each model; score per surface type."""
+    from glacimap.predict import run_predict
+    from glacimap.settings import PredictSettings
+    from glacimap.synthetic.assess import assess_predictions
+
+    _fetch_world(seed, size_m, root)
+    scores: dict[str, dict[int, dict]] = {}
+    for model in models:
+        for year in YEARS:
+            work = root / f"work-{seed}-{year}"
+            try:
+                run_predict(PredictSettings(work=work, year=year, model=model, workers=1, overwrite=True))
+            except PartialFailureError as exc:
+                log.warning("%s", exc)
+            scores.setdefault(model, {})[year] = assess_predictions(root / f"world-{seed}", work, year)
+            log.info("%s %d: %s", model, year, {k: v for k, v in scores[model][year].items() if k != "pixels"})
+    return scores
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="weights file NAME.safetensors")
@@ -90,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patches-per-epoch", type=int, default=256)
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--assess-seed", type=int, default=None,
+                        help="instead of training: compare --out with band-ratio on a world of this seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.assess_seed is not None:
+        import json
+
+        scores = compare_models([str(args.out), "band-ratio"], args.assess_seed, args.size, args.root)
+        sys.stdout.write(json.dumps(scores, indent=1, default=str) + "\n")
+        return 0
     result = train_demo_model(args.out, args.root, tuple(args.seeds), args.size, args.epochs,
                               args.patches_per_epoch, args.patch)
     best = result.best_record()
