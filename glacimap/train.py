@@ -1052,11 +1052,57 @@ def train_model(
     ``out`` (NAME.safetensors + NAME.json) and returns the result with its manifest.
     """
     config = config or TrainConfig()
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown strategy '{strategy}'; choose one of {list(STRATEGIES)}")
     weights_path, json_path = weights_paths(out)
     if not overwrite and (weights_path.exists() or json_path.exists()):
         raise OutputExistsError(f"{weights_path} exists; pass --overwrite to replace it")
+    setup = _prepare_training(samples, model=model, strategy=strategy, config=config, sources=sources,
+                              folds=folds, fold=fold, region=region, init=init, model_kwargs=model_kwargs,
+                              normalisation_method=normalisation_method)
+    train_ds = PatchDataset(
+        setup.train_samples, setup.sources, setup.stats, setup.config.patch, setup.config.patches_per_epoch,
+        ice_share=setup.config.ice_share, augment=setup.config.augment, location=setup.location,
+        unseen_rate=setup.config.unseen_rate if setup.location is not None and setup.location.kind == "region" else 0.0,
+        seed=setup.config.seed,
+    )
+    val_ds = TileDataset(setup.val_samples, setup.sources, setup.stats, setup.config.patch, location=setup.location)
+    result = fit(setup.net, train_ds, val_ds, setup.config, progress=progress, checkpoint_dir=checkpoint_dir)
+    best = result.best_record()
+    validation = {}
+    if best is not None:
+        for key in ("iou", "precision", "recall", "accuracy", "loss"):
+            value = getattr(best, f"val_{key}")
+            if value is not None:
+                validation[key] = float(value)
+    result.manifest = _export(setup, validation, weights_path, overwrite)
+    result.weights_path = weights_path
+    return result
+
+
+@dataclass
+class _Setup:
+    """Everything :func:`train_model` derives from its arguments before the first step."""
+
+    net: nn.Module
+    sources: dict[str, list[str]]
+    stats: dict[str, Any]
+    location: LocationSpec | None
+    preset: str
+    strategy: str
+    config: TrainConfig
+    train_samples: list[TrainingSample]
+    val_samples: list[TrainingSample]
+    folds: int
+    fold: int
+
+
+def _prepare_training(
+    samples: Sequence[TrainingSample], *, model: str, strategy: str, config: TrainConfig,
+    sources: Mapping[str, Sequence[str]] | None, folds: int, fold: int | None, region: str | None,
+    init: Path | str | None, model_kwargs: Mapping[str, Any] | None, normalisation_method: str,
+) -> _Setup:
+    """Split folds, build the network and the normalisation statistics (deterministic)."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy '{strategy}'; choose one of {list(STRATEGIES)}")
     samples = list(samples)
     if strategy == "regional":
         if region is None:
@@ -1082,12 +1128,12 @@ def train_model(
         loaded = load_weights(init, "cpu")
         base = loaded.manifest
         net = loaded.model
-        sources = base.sources
+        source_bands = {k: list(v) for k, v in base.sources.items()}
         location = base.location
         preset = base.preset
         config = replace(config, lr=config.finetune_lr, cycles=(float(config.epochs),))
     else:
-        sources = {k: list(v) for k, v in (sources or {s: SOURCE_BANDS[s] for s in ("optical", "dem")}).items()}
+        source_bands = {k: list(v) for k, v in (sources or {s: SOURCE_BANDS[s] for s in ("optical", "dem")}).items()}
         if strategy == "region-encoding":
             regions = sorted({s.region for s in train_samples if s.region is not None})
             if not regions:
@@ -1101,11 +1147,11 @@ def train_model(
         set_seed(config.seed)
         net = create_model(
             model,
-            sources={k: len(v) for k, v in sources.items()},
+            sources={k: len(v) for k, v in source_bands.items()},
             location_dim=location.dim if location else 0,
             **dict(model_kwargs or {}),
         )
-    bands = [b for names in sources.values() for b in names]
+    bands = [b for names in source_bands.values() for b in names]
     check_sample_bands(samples, bands)
     if base is not None:
         stats = dict(base.normalisation)
@@ -1114,33 +1160,57 @@ def train_model(
             [s.bands for s in train_samples], [s.loss_mask(bands) for s in train_samples],
             method=normalisation_method, bands=bands, seed=config.seed,
         )
-    train_ds = PatchDataset(
-        train_samples, sources, stats, config.patch, config.patches_per_epoch, ice_share=config.ice_share,
-        augment=config.augment, location=location,
-        unseen_rate=config.unseen_rate if location is not None and location.kind == "region" else 0.0,
-        seed=config.seed,
-    )
-    val_ds = TileDataset(val_samples, sources, stats, config.patch, location=location)
-    result = fit(net, train_ds, val_ds, config, progress=progress, checkpoint_dir=checkpoint_dir)
-    best = result.best_record()
-    validation = {}
-    if best is not None:
-        for key in ("iou", "precision", "recall", "accuracy", "loss"):
-            value = getattr(best, f"val_{key}")
-            if value is not None:
-                validation[key] = float(value)
-    net.to("cpu")
+    return _Setup(net, source_bands, stats, location, preset, strategy, config, train_samples, val_samples, k, fold)
+
+
+def _export(setup: _Setup, validation: dict[str, float], weights_path: Path, overwrite: bool) -> Manifest:
+    bands = [b for names in setup.sources.values() for b in names]
+    setup.net.to("cpu")
     manifest = build_manifest(
-        net, weights_path.stem, sources, stats, preset=preset, location=location,
-        training=_training_summary(train_samples, bands, strategy, config, k, fold), validation=validation,
+        setup.net, weights_path.stem, setup.sources, setup.stats, preset=setup.preset, location=setup.location,
+        training=_training_summary(setup.train_samples, bands, setup.strategy, setup.config, setup.folds, setup.fold),
+        validation=validation,
     )
-    result.manifest = save_weights(net, manifest, weights_path, overwrite=overwrite)
-    result.weights_path = weights_path
-    return result
+    return save_weights(setup.net, manifest, weights_path, overwrite=overwrite)
+
+
+def export_best_checkpoint(
+    samples: Sequence[TrainingSample],
+    out: Path | str,
+    checkpoint_dir: Path | str,
+    *,
+    model: str = "glavitu-s",
+    strategy: str = "global",
+    config: TrainConfig | None = None,
+    folds: int = 5,
+    fold: int | None = None,
+    region: str | None = None,
+    overwrite: bool = False,
+) -> Manifest:
+    """Weights + manifest from the best checkpoint of an interrupted :func:`train_model` run.
+
+    Give the same samples and settings as the run; folds and normalisation statistics are
+    derived again exactly as the run derived them.
+    """
+    config = config or TrainConfig()
+    weights_path, _ = weights_paths(out)
+    best = Path(checkpoint_dir) / "best.safetensors"
+    if not best.exists():
+        raise InputError(f"{best}: no best checkpoint to export")
+    setup = _prepare_training(samples, model=model, strategy=strategy, config=config, sources=None, folds=folds,
+                              fold=fold, region=region, init=None, model_kwargs=None, normalisation_method="standard")
+    with safetensors.safe_open(str(best), framework="pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("glacimap_best", "{}"))
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    setup.net.load_state_dict(state, strict=True)
+    validation = {"iou": float(meta["iou"])} if meta.get("iou") is not None else {}
+    logger.info("exporting epoch %s of %s (validation IoU %s)", meta.get("epoch"), best, meta.get("iou"))
+    return _export(setup, validation, weights_path, overwrite)
 
 
 __all__ = [
     "STRATEGIES",
+    "export_best_checkpoint",
     "BiasResult",
     "EpochRecord",
     "PatchDataset",
