@@ -59,9 +59,14 @@ def _fetch_world(seed: int, size_m: float, root: Path) -> list[Any]:
 
 
 def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS, size_m: float = 10_000.0,
-                     epochs: int = 30, patches_per_epoch: int = 256, patch: int = 128, seed: int = 0) -> Any:
-    """Build the training set from synthetic worlds and train ``glavitu-s`` (see module docstring)."""
-    from glacimap.train import TrainConfig, train_model
+                     epochs: int = 30, patches_per_epoch: int = 256, patch: int = 128, seed: int = 0,
+                     export_only: bool = False) -> Any:
+    """Build the training set from synthetic worlds and train ``glavitu-s`` (see module docstring).
+
+    With ``export_only``, the best checkpoint of an interrupted run with the same arguments is
+    exported instead.
+    """
+    from glacimap.train import TrainConfig, export_best_checkpoint, train_model
 
     started = time.perf_counter()
     samples = []
@@ -70,6 +75,9 @@ def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS
     log.info("%d labelled chips from %d worlds in %.0f s", len(samples), len(seeds), time.perf_counter() - started)
     config = TrainConfig(epochs=epochs, batch_size=8, patch=patch, patches_per_epoch=patches_per_epoch,
                          lr=1e-3, seed=seed, device="auto")
+    if export_only:
+        return export_best_checkpoint(samples, out, root / "checkpoints", model="glavitu-s", config=config,
+                                      folds=5, fold=0, overwrite=True)
     return train_model(samples, out, model="glavitu-s", strategy="global", config=config, folds=5, fold=0,
                        checkpoint_dir=root / "checkpoints", overwrite=True,
                        progress=_log_progress)
@@ -111,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patches-per-epoch", type=int, default=256)
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--export-only", action="store_true",
+                        help="export the best checkpoint of an interrupted run with the same arguments")
     parser.add_argument("--assess-seed", type=int, default=None,
                         help="instead of training: compare --out with band-ratio on a world of this seed")
     args = parser.parse_args(argv)
@@ -122,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(scores, indent=1, default=str) + "\n")
         return 0
     result = train_demo_model(args.out, args.root, tuple(args.seeds), args.size, args.epochs,
-                              args.patches_per_epoch, args.patch)
+                              args.patches_per_epoch, args.patch, export_only=args.export_only)
+    if args.export_only:
+        log.info("exported %s (validation %s)", args.out, result.validation)
+        return 0
     best = result.best_record()
     log.info("best epoch %d, validation IoU %s; weights %s", result.best_epoch + 1,
              f"{best.val_iou:.3f}" if best and best.val_iou is not None else "-", result.weights_path)
