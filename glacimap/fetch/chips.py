@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -90,20 +90,31 @@ def _score_grid(outline: shapely.Geometry, grid: Grid, buffer: float, sensor: st
     return Grid.from_bounds(outline.buffer(buffer).bounds, grid.crs, resolution)
 
 
-def _first_valid(layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mosaic (values, valid) layers: each pixel from the first layer with valid data."""
-    values, valid = layers[0]
-    values, valid = values.copy(), valid.copy()
-    for more, more_valid in layers[1:]:
-        take = ~valid & more_valid
-        values[..., take] = more[..., take]
-        valid |= take
+def _first_valid(layers: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mosaic (values, valid) layers: each pixel from the first layer with valid data.
+
+    ``layers`` is consumed lazily and no further layer is read once every pixel is valid, so
+    the other tiles of a mosaic are not downloaded when the first covers the grid.
+    """
+    values: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    for more, more_valid in layers:
+        if values is None:
+            values, valid = more.copy(), more_valid.copy()
+        else:
+            take = ~valid & more_valid
+            values[..., take] = more[..., take]
+            valid |= take
+        if valid.all():
+            break
+    if values is None:
+        raise InvalidInputError("a mosaic needs at least one tile")
     return values, valid
 
 
 def scene_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """(valid data, cloud) masks of a scene (or of a same-day mosaic's tiles) on ``grid``."""
-    cloud, valid = _first_valid([(c, v) for v, c in (_tile_masks(tile, grid) for tile in scene.parts)])
+    cloud, valid = _first_valid((c, v) for v, c in (_tile_masks(tile, grid) for tile in scene.parts))
     return valid, cloud & valid
 
 
@@ -122,8 +133,8 @@ def _tile_masks(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 def reflectance(scene: Scene, band: str, grid: Grid) -> np.ndarray:
     """Harmonised float32 reflectance (0-1, NaN for no data) of one band on ``grid``."""
-    layers = [_tile_reflectance(tile, band, grid) for tile in scene.parts]
-    values, _ = _first_valid([(layer, np.isfinite(layer)) for layer in layers])
+    layers = (_tile_reflectance(tile, band, grid) for tile in scene.parts)
+    values, _ = _first_valid((layer, np.isfinite(layer)) for layer in layers)
     return values
 
 
