@@ -1163,13 +1163,17 @@ def _prepare_training(
     return _Setup(net, source_bands, stats, location, preset, strategy, config, train_samples, val_samples, k, fold)
 
 
-def _export(setup: _Setup, validation: dict[str, float], weights_path: Path, overwrite: bool) -> Manifest:
+def _export(
+    setup: _Setup, validation: dict[str, float], weights_path: Path, overwrite: bool, details: dict[str, Any] | None = None
+) -> Manifest:
     bands = [b for names in setup.sources.values() for b in names]
     setup.net.to("cpu")
+    training = _training_summary(setup.train_samples, bands, setup.strategy, setup.config, setup.folds, setup.fold)
+    if details:
+        training = training.model_copy(update={"details": {**training.details, **details}})
     manifest = build_manifest(
         setup.net, weights_path.stem, setup.sources, setup.stats, preset=setup.preset, location=setup.location,
-        training=_training_summary(setup.train_samples, bands, setup.strategy, setup.config, setup.folds, setup.fold),
-        validation=validation,
+        training=training, validation=validation,
     )
     return save_weights(setup.net, manifest, weights_path, overwrite=overwrite)
 
@@ -1205,7 +1209,9 @@ def export_best_checkpoint(
     setup.net.load_state_dict(state, strict=True)
     validation = {"iou": float(meta["iou"])} if meta.get("iou") is not None else {}
     logger.info("exporting epoch %s of %s (validation IoU %s)", meta.get("epoch"), best, meta.get("iou"))
-    return _export(setup, validation, weights_path, overwrite)
+    epoch = int(meta["epoch"]) + 1 if meta.get("epoch") is not None else None
+    return _export(setup, validation, weights_path, overwrite,
+                   details={"exported_epoch": epoch, "exported_from": "best checkpoint of an interrupted run"})
 
 
 __all__ = [
