@@ -19,7 +19,6 @@ import pystac
 import pytest
 import rasterio
 import shapely
-from glacimap.synthetic.world import LANDSAT_DATES
 from pyproj import Transformer
 from rasterio import features
 from rasterio.merge import merge
@@ -31,7 +30,13 @@ from glacimap.errors import OutputExistsError
 from glacimap.synthetic import catalog, scenes
 from glacimap.synthetic.model import Landscape, WorldConfig
 from glacimap.synthetic.surfaces import SPECTRA, Surface
-from glacimap.synthetic.world import WorldInfo, load_world, render_world, toy_landscape
+from glacimap.synthetic.world import (
+    LANDSAT_DATES,
+    WorldInfo,
+    load_world,
+    render_world,
+    toy_landscape,
+)
 
 YEARS = (2019, 2023)
 
