@@ -43,7 +43,8 @@ class DemoResult:
     glaciers: int = 0
     cloud_chosen: dict[int, float] = field(default_factory=dict)
     cloud_naive: dict[int, float] = field(default_factory=dict)
-    iou: dict[int, float] = field(default_factory=dict)
+    iou: dict[int, float] = field(default_factory=dict)  # over the glaciers observed that year
+    observed: dict[int, int] = field(default_factory=dict)  # glaciers with a chip that year
     rate_pred: float | None = None  # regional relative rate, %/a
     rate_truth: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -108,10 +109,11 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         with _timed(result, f"outlines {year}"):
             outlines = run_outlines(OutlinesSettings(year=year, split_divides=True, work=work, overwrite=True))
         with _timed(result, f"evaluate {year}"):
+            reference, observed = _observed_truth(world_dir, work, year)
             report = run_evaluate(EvaluateSettings(
-                pred=outlines.path, ref=world_dir / "truth" / str(year) / "outlines.gpkg",
-                out=work / "evaluation" / f"{year}.json", work=work, overwrite=True))
+                pred=outlines.path, ref=reference, out=work / "evaluation" / f"{year}.json", work=work, overwrite=True))
             result.iou[year] = float(report.to_dict()["overlap"]["iou"])
+            result.observed[year] = observed
     with _timed(result, "change"):
         change = run_change(ChangeSettings(year_from=YEAR_FROM, year_to=YEAR_TO, work=work, overwrite=True))
     result.rate_pred = float(change.regional["rel_rate_pct_a"])
@@ -119,6 +121,21 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     result.report = Path(change.out_dir) / "report.html"
     write_json_atomic(work / "demo-summary.json", result.to_dict())
     return result
+
+
+def _observed_truth(world_dir: Path, work: Path, year: int) -> tuple[Path, int]:
+    """The year's truth outlines of the glaciers that got a chip (the others were not seen:
+    every candidate scene was too cloudy), written next to the evaluation report."""
+    from glacimap.fetch import read_manifest
+    from glacimap.vectors import read_layer, write_layers
+    from glacimap.workspace import Workspace
+
+    manifest = read_manifest(Workspace(work), year)
+    seen = set(manifest.loc[manifest["status"] == "ok", "glacier_id"])
+    truth = read_layer(world_dir / "truth" / str(year) / "outlines.gpkg", "outlines")
+    path = work / "evaluation" / f"truth_{year}_observed.gpkg"
+    write_layers(path, {"outlines": truth[truth["glacier_id"].isin(seen)]})
+    return path, len(seen)
 
 
 def _world(world_dir: Path, config: Any, overwrite: bool, generate_world: Any, load_world: Any) -> Any:
@@ -153,7 +170,8 @@ def format_summary(result: DemoResult) -> str:
     for year in sorted(result.cloud_chosen):
         lines.append(
             f"{year}: mean cloud over glaciers {result.cloud_chosen[year]:.2%} (per-glacier choice) vs "
-            f"{result.cloud_naive[year]:.2%} (least-cloudy tile); IoU vs truth {result.iou.get(year, float('nan')):.3f}"
+            f"{result.cloud_naive[year]:.2%} (least-cloudy tile); IoU vs truth {result.iou.get(year, float('nan')):.3f} "
+            f"over the {result.observed.get(year, 0)} glaciers observed"
         )
     if result.rate_pred is not None and result.rate_truth is not None:
         lines.append(
