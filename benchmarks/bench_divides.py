@@ -49,9 +49,9 @@ import shapely
 from affine import Affine
 from scipy import ndimage
 
+from glacimap._quiet import quiet_stderr
 from glacimap.divides import (
     KienholzParams,
-    _quiet_stderr,
     accumulate_d8,
     d8_receivers,
     dissolve_complexes,
@@ -310,7 +310,7 @@ def reference_ratios(dem: np.ndarray, grid: Grid, complexes: gpd.GeoDataFrame, p
     accumulate_d8(ours, z.shape)
     ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with _quiet_stderr():  # richdem draws a progress bar on file descriptor 2
+    with quiet_stderr():  # richdem draws a progress bar on file descriptor 2
         arr = richdem.rdarray(z, no_data=-1.0e30)
         arr.geotransform = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
         props = richdem.FlowProportions(arr, method="D8")

@@ -21,13 +21,10 @@ overlaps, their union is the complex).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,14 +37,21 @@ import rasterio.errors
 import rasterio.features
 import rasterio.warp
 import rasterio.windows
-from rasterio.enums import Resampling
 import richdem
 import shapely
 from affine import Affine
 from pyproj import CRS
+from rasterio.enums import Resampling
 from scipy import ndimage
 
-from glacimap.errors import ConfigError, CRSMismatchError, InputNotFoundError, InvalidInputError, OutputExistsError
+from glacimap._quiet import quiet_stderr
+from glacimap.errors import (
+    ConfigError,
+    CRSMismatchError,
+    InputNotFoundError,
+    InvalidInputError,
+    OutputExistsError,
+)
 from glacimap.inventory import ID_COLUMNS, detect_id_column, load_inventory
 from glacimap.rasters import Grid, fill_voids, utm_crs
 from glacimap.settings import SplitSettings
@@ -192,24 +196,6 @@ class SplitResult:
 # ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 while richdem's C++ core draws its progress bar on it."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
-        fd = 2
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-    finally:
-        os.close(saved)
 
 
 def _rd(array: np.ndarray) -> richdem.rdarray:
@@ -226,7 +212,7 @@ def fill_depressions(dem: np.ndarray) -> np.ndarray:
     routes flow across a filled basin the way the terrain around it suggests (a plain epsilon
     fill makes parallel straight flow lines, and straight divides, across every flat).
     """
-    with _quiet_stderr():
+    with quiet_stderr():
         filled = richdem.FillDepressions(_rd(dem), epsilon=False, in_place=False)
         richdem.ResolveFlats(filled, in_place=True)
     return np.asarray(filled, dtype=np.float64)
@@ -281,7 +267,7 @@ def accumulate_d8(receivers: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     props[r + 1, c + 1, codes] = 1.0
     arr = richdem.rd3array(props, no_data=-2)
     arr.geotransform = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
-    with _quiet_stderr():
+    with quiet_stderr():
         acc = richdem.FlowAccumFromProps(arr)
     return np.asarray(acc, dtype=np.float64)[1:-1, 1:-1]
 
@@ -302,7 +288,7 @@ def route_flow(dem: np.ndarray, resolution: float, method: str = "d8") -> tuple[
     # A wall one cell wide keeps richdem's edge handling off the real cells.
     wall = float(np.max(dem)) + 1.0e4
     arr = _rd(np.pad(dem.astype(np.float64), 1, constant_values=wall))
-    with _quiet_stderr():
+    with quiet_stderr():
         props = richdem.FlowProportions(arr, method="Dinf")
         props.geotransform = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
         acc = richdem.FlowAccumFromProps(props)

@@ -19,12 +19,8 @@ basins are traced on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +28,7 @@ import richdem
 import scipy.fft
 from scipy import ndimage
 
+from glacimap._quiet import quiet_stderr
 from glacimap.errors import InvalidInputError
 from glacimap.rasters import Grid
 from glacimap.synthetic.model import WorldConfig
@@ -69,28 +66,6 @@ VALLEY_WALL_K = 1.0e-3
 D8_OFFSETS: tuple[tuple[int, int], ...] = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 while richdem's C++ core writes its progress bar to it.
-
-    richdem has no switch for its progress output; library code must not write to the user's
-    terminal, so the descriptor is pointed at the null device for the duration of the call.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
-        fd = 2
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-    finally:
-        os.close(saved)
 
 
 def fill_sinks(dem: np.ndarray, epsilon: bool = False) -> np.ndarray:
@@ -105,7 +80,7 @@ def fill_sinks(dem: np.ndarray, epsilon: bool = False) -> np.ndarray:
         raise InvalidInputError("DEM has non-finite cells; fill or crop them before routing flow")
     arr = richdem.rdarray(np.ascontiguousarray(dem, dtype=np.float64), no_data=-1.0e30)
     arr.geotransform = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
-    with _quiet_stderr():
+    with quiet_stderr():
         filled = richdem.FillDepressions(arr, epsilon=epsilon, in_place=False)
     return np.asarray(filled, dtype=np.float64)
 
@@ -118,7 +93,7 @@ def breach_sinks(dem: np.ndarray) -> np.ndarray:
     """
     arr = richdem.rdarray(np.ascontiguousarray(dem, dtype=np.float64), no_data=-1.0e30)
     arr.geotransform = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
-    with _quiet_stderr():
+    with quiet_stderr():
         breached = richdem.BreachDepressions(arr, in_place=False)
     return np.asarray(breached, dtype=np.float64)
 
