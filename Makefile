@@ -32,7 +32,9 @@ docs: $(VENV)/.installed
 	$(BIN)/python -m mkdocs build --strict
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/run_all.py
+	# MONAI is the peer in bench_predict; --no-deps keeps the installed torch as it is.
+	$(BIN)/python -m pip install --quiet --no-deps monai
+	$(BIN)/python benchmarks/run_all.py --update-docs
 
 clean:
 	rm -rf $(VENV) site build *.egg-info
