@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glacimap.errors import InputNotFoundError
+from glacimap.errors import OutputExistsError
 from glacimap.settings import (
     ChangeSettings,
     DemoSettings,
@@ -145,7 +145,7 @@ def _world(world_dir: Path, config: Any, overwrite: bool, generate_world: Any, l
         if info.config == config:
             log.info("reusing the synthetic world in %s", world_dir)
             return info
-        raise InputNotFoundError(
+        raise OutputExistsError(
             f"{world_dir} holds a world of another configuration; use another --work folder or --overwrite"
         )
     return generate_world(config, world_dir, overwrite=overwrite)
