@@ -439,8 +439,11 @@ def _distributed(tasks: list[Task], settings: PredictSettings) -> list[TaskOutco
 
     groups = max(1, min(len(tasks), settings.workers or default_workers()))
     chunks = [tasks[i::groups] for i in range(groups)]
+    # A group writes one file per chip (each chip's own task output), not one file of its own:
+    # it always runs (overwrite=True), so its nominal output path is never checked.
+    folder = tasks[0].output.parent if tasks else Path(settings.work)
     group_tasks = [
-        Task(f"group-{i}", Path(f"/nonexistent/glacimap-group-{i}"), {"tasks": chunk, "settings": settings})
+        Task(f"group-{i}", folder, {"tasks": chunk, "settings": settings})
         for i, chunk in enumerate(chunks) if chunk
     ]
     results = run_tasks(group_tasks, _group_task, overwrite=True, scheduler=settings.scheduler, workers=settings.workers)
