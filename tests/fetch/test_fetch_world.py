@@ -163,3 +163,20 @@ def test_killed_fetch_leaves_no_truncated_chip(small_world, world_server, tmp_pa
     ok = set(manifest.loc[manifest["status"] == "ok", "glacier_id"])
     assert {p.stem for p in done} <= ok
     assert json.loads(Workspace(work).runs_log.read_text().splitlines()[-1])["command"] == "fetch"
+
+
+def test_sentinel1_bands(small_world, world_stac, tmp_path: Path) -> None:
+    result = _fetch(small_world, world_stac, tmp_path, 2023, sensors=("auto", "s1"))
+    ws = Workspace(tmp_path)
+    manifest = pd.read_parquet(ws.manifest(2023))
+    gid = manifest.loc[manifest["status"] == "ok", "glacier_id"].iloc[0]
+    assert result.ok > 0
+    with rasterio.open(ws.chip(2023, gid)) as src:
+        names = src.descriptions
+        data = src.read()
+    assert names == (*CHIP_BANDS, "vv_asc", "vv_desc", "vh_asc", "vh_desc", "valid")
+    sar = data[len(CHIP_BANDS):len(CHIP_BANDS) + 4]
+    finite = np.isfinite(sar)
+    assert finite.mean() > 0.5
+    assert -40 < np.nanmedian(sar) < 5  # backscatter in dB
+    assert len(manifest.loc[manifest["glacier_id"] == gid, "sar_scene_ids"].iloc[0].split(",")) == 2
