@@ -279,6 +279,7 @@ def outlines(
     verbose: Verbose = False,
 ) -> None:
     """Vectorise predictions into glacier outlines with 95 % confidence bands."""
+    values = dict(locals())  # the options only: taken before any local definition
 
     def stage(settings: OutlinesSettings) -> Any:
         from glacimap.outlines import run_outlines
@@ -291,7 +292,7 @@ def outlines(
             f"{result.total_area_km2:.3f} km2 in total\noutlines: {result.path}"
         )
 
-    _execute(OutlinesSettings, dict(locals()), stage, report)
+    _execute(OutlinesSettings, values, stage, report)
 
 
 @app.command()
@@ -400,6 +401,7 @@ def train(
     Labels are the inventory's outlines rasterised onto the chips of --year: train on the
     inventory's own year. Resumes from OUT's checkpoints folder when interrupted.
     """
+    values = dict(locals())  # the options only: taken before any local definition
 
     def stage(settings: TrainSettings) -> Any:
         from glacimap.train import run_train
@@ -407,7 +409,7 @@ def train(
         with _train_progress(quiet) as callback:
             return run_train(settings, progress=callback)
 
-    _execute(TrainSettings, dict(locals()), stage, _report_train)
+    _execute(TrainSettings, values, stage, _report_train)
 
 
 @contextmanager
@@ -525,13 +527,14 @@ def demo(
     Generates the world in WORK/world (reused when it exists), serves it over a local STAC API
     and runs fetch, predict, outlines, change and evaluate on it exactly as against Earth Search.
     """
+    values = dict(locals())  # the options only: taken before any local definition
 
     def stage(settings: DemoSettings) -> Any:
         from glacimap.demo import run_demo
 
         return run_demo(settings)
 
-    _execute(DemoSettings, dict(locals()), stage, _report_demo)
+    _execute(DemoSettings, values, stage, _report_demo)
 
 
 def _report_demo(result: Any) -> None:

@@ -155,3 +155,37 @@ def test_help_defaults_match_settings(command: str) -> None:
             assert shown == str(default) or float(shown) == float(default), (command, name, shown, default)
         checked += 1
     assert checked >= 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fetch", "--year", "2023", "--inventory", "missing.gpkg"],
+        ["predict", "--year", "2023", "--model", "band-ratio"],
+        ["outlines", "--year", "2023"],
+        ["split", "--outlines", "missing.gpkg", "--dem", "missing.tif", "--out", "out.gpkg"],
+        ["change", "--from", "2015", "--to", "2023"],
+        ["train", "--year", "2015", "--out", "m.safetensors", "--epochs", "1"],
+        ["calibrate", "--year", "2015", "--model", "missing.safetensors"],
+        ["evaluate", "--pred", "missing.gpkg", "--ref", "missing.gpkg"],
+    ],
+)
+def test_every_command_reaches_its_stage(tmp_path: Path, args: list[str]) -> None:
+    """Options map onto settings (no stray locals) and missing inputs are clear errors (exit 2)."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(app, [*args, "--work", str(tmp_path / "w")])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 2, result.output
+    assert "unknown option" not in result.stderr and "error:" in result.stderr
+    assert "not found" in result.stderr or "no " in result.stderr
+
+
+def test_demo_command_generates(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--small", "--generate-only", "--work", str(tmp_path / "d"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "synthetic world" in result.stdout and (tmp_path / "d" / "world" / "figure.png").exists()
