@@ -219,8 +219,11 @@ def finish_run(
         manifest=manifest,
         candidates=candidates,
     )
-    without_chip = [TaskOutcome(r["glacier_id"], "failed", r["reason"]) for r in records if r["status"] != "ok"]
-    raise_if_failed([*without_chip, *(o for o in outcomes if o.status != "failed")], "glaciers", manifest, result)
+    # one outcome per glacier: the record's status decides (a task can end "ok" with no chip)
+    per_glacier = [
+        TaskOutcome(r["glacier_id"], "ok" if r["status"] == "ok" else "failed", r.get("reason")) for r in records
+    ]
+    raise_if_failed(per_glacier, "glaciers", manifest, result)
     return result
 
 

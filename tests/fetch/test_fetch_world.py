@@ -180,3 +180,12 @@ def test_sentinel1_bands(small_world, world_stac, tmp_path: Path) -> None:
     assert finite.mean() > 0.5
     assert -40 < np.nanmedian(sar) < 5  # backscatter in dB
     assert len(manifest.loc[manifest["glacier_id"] == gid, "sar_scene_ids"].iloc[0].split(",")) == 2
+
+
+def test_partial_failure_counts_each_glacier_once(small_world, world_stac, tmp_path: Path) -> None:
+    with pytest.raises(PartialFailureError) as err:
+        run_fetch(FetchSettings(inventory=small_world.root / "inventory_2015.gpkg", year=2023,
+                                stac_url=world_stac.stac_url, work=tmp_path, workers=1, max_cloud=0.01))
+    result = err.value.result
+    assert err.value.total == result.glaciers
+    assert err.value.failed == result.failed and f"of {result.glaciers} glaciers" in str(err.value)
