@@ -34,6 +34,7 @@ from glacimap.models.layers import (
     LocationEmbedding,
     SqueezeExcitation,
     check_inputs,
+    source_channels,
     conv_bn_relu,
     lcm,
     pad_to_multiple,
@@ -215,9 +216,7 @@ class GlaViTU(nn.Module):
         img_size: int = 384,
     ):
         super().__init__()
-        sources = dict(sources or {"optical": 6, "dem": 2})
-        if not sources or any(int(c) < 1 for c in sources.values()):
-            raise InvalidInputError(f"sources must map names to channel counts >= 1, got {sources}")
+        sources = source_channels(sources)
         if len(unet_widths) < 2:
             raise InvalidInputError(f"unet_widths needs at least two levels, got {list(unet_widths)}")
         self._config: dict[str, Any] = dict(

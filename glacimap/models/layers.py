@@ -65,6 +65,18 @@ class LocationEmbedding(nn.Module):
         return self.net(location)[:, :, None, None]
 
 
+#: Input sources of the networks when none are given: optical bands and DEM (elevation, slope).
+DEFAULT_SOURCES: dict[str, int] = {"optical": 6, "dem": 2}
+
+
+def source_channels(sources: Mapping[str, int] | None) -> dict[str, int]:
+    """Validated source name -> channel count mapping (the default when ``sources`` is empty)."""
+    sources = dict(sources or DEFAULT_SOURCES)
+    if any(int(c) < 1 for c in sources.values()):
+        raise InvalidInputError(f"sources must map names to channel counts >= 1, got {sources}")
+    return sources
+
+
 def check_inputs(
     inputs: Mapping[str, Tensor], sources: Mapping[str, int], location: Tensor | None, location_dim: int
 ) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glacimap.errors import InvalidInputError
-from glacimap.models.layers import LocationEmbedding, check_inputs, conv_bn_relu, pad_to_multiple
+from glacimap.models.layers import LocationEmbedding, check_inputs, conv_bn_relu, pad_to_multiple, source_channels
 
 #: Residual blocks per encoder stage of ResNet-34.
 RESNET34_BLOCKS: tuple[int, ...] = (3, 4, 6, 3)
@@ -87,9 +87,7 @@ class UNetResNet34(nn.Module):
         location_hidden: int = 64,
     ):
         super().__init__()
-        sources = dict(sources or {"optical": 6, "dem": 2})
-        if not sources or any(int(c) < 1 for c in sources.values()):
-            raise InvalidInputError(f"sources must map names to channel counts >= 1, got {sources}")
+        sources = source_channels(sources)
         if len(decoder_widths) != 5:
             raise InvalidInputError(f"decoder_widths needs five values, got {list(decoder_widths)}")
         self._config: dict[str, Any] = dict(
