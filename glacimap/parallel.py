@@ -9,12 +9,15 @@ plain data (paths, bounds, hrefs), never open datasets, so they can travel to da
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from glacimap.errors import GlacimapError, PartialFailureError
 
@@ -33,6 +36,9 @@ class Task:
     key: str
     output: Path
     payload: dict[str, Any] = field(default_factory=dict)
+    #: Tasks of one group run one after the other on one dask worker (e.g. neighbouring
+    #: glaciers, whose reads then share that worker's cache of source blocks).
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,38 @@ def _run_one(func: Callable[[dict[str, Any], Path], Any], task: Task) -> TaskOut
     except TASK_ERRORS as exc:
         return TaskOutcome(task.key, "failed", f"{type(exc).__name__}: {exc}")
     return TaskOutcome(task.key, "ok", value=value)
+
+
+def _run_group(func: Callable[[dict[str, Any], Path], Any], tasks: list[Task]) -> list[TaskOutcome]:
+    return [_run_one(func, task) for task in tasks]
+
+
+def spatial_groups(points: Sequence[tuple[float, float]], workers: int | None, per_worker: int = 4) -> list[str]:
+    """Group names for tasks at ``points`` (x, y): neighbours share a group.
+
+    Points are ordered along a Z-order (Morton) curve and cut into about ``per_worker`` groups
+    per worker: enough groups to balance the load, few enough that most neighbours share one.
+    """
+    n = len(points)
+    if n == 0:
+        return []
+    size = max(1, math.ceil(n / (per_worker * (workers or default_workers()))))
+    xy = np.asarray(points, dtype=float)
+    low, span = xy.min(axis=0), np.ptp(xy, axis=0)
+    cells = np.floor((xy - low) / np.where(span > 0, span, 1.0) * 65535).astype(np.uint64)
+    order = np.argsort([_interleave(int(cx), int(cy)) for cx, cy in cells], kind="stable")
+    names = [""] * n
+    for rank, index in enumerate(order):
+        names[index] = f"group-{rank // size:05d}"
+    return names
+
+
+def _interleave(x: int, y: int) -> int:
+    """Morton code of two 16-bit integers."""
+    code = 0
+    for bit in range(16):
+        code |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
+    return code
 
 
 def default_workers() -> int:
@@ -85,7 +123,8 @@ def run_tasks(
 ) -> list[TaskOutcome]:
     """Run ``func`` for every task whose output is missing (or all with ``overwrite``).
 
-    Runs in this process when ``workers == 1`` and no scheduler is given, else on dask.
+    Runs in this process when ``workers == 1`` and no scheduler is given, else on dask; either
+    way the tasks of one :attr:`Task.group` run one after the other (one dask task per group).
     Returns one outcome per task, in the order of ``tasks``.
     """
     keys = [t.key for t in tasks]
@@ -101,20 +140,23 @@ def run_tasks(
         else:
             todo.append(task)
     if todo and scheduler is None and workers == 1:
-        for task in todo:
+        for task in sorted(todo, key=lambda t: t.group or ""):  # a group's tasks one after the other
             outcomes[task.key] = _run_one(func, task)
             if progress:
                 progress(outcomes[task.key], len(tasks))
     elif todo:
         from distributed import as_completed
 
+        groups: dict[str, list[Task]] = {}
+        for task in todo:
+            groups.setdefault(task.group if task.group is not None else f"task {task.key}", []).append(task)
         with dask_client(scheduler, workers) as client:
-            futures = [client.submit(_run_one, func, task, pure=False) for task in todo]
+            futures = [client.submit(_run_group, func, members, pure=False) for members in groups.values()]
             for future in as_completed(futures):
-                outcome = future.result()
-                outcomes[outcome.key] = outcome
-                if progress:
-                    progress(outcome, len(tasks))
+                for outcome in future.result():
+                    outcomes[outcome.key] = outcome
+                    if progress:
+                        progress(outcome, len(tasks))
     for outcome in outcomes.values():
         if outcome.status == "failed":
             log.warning("%s failed: %s", outcome.key, outcome.reason)

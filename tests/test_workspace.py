@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from glacimap.errors import OutputExistsError, PartialFailureError, UnsafeIdError
-from glacimap.parallel import Task, raise_if_failed, run_tasks
+from glacimap.parallel import Task, raise_if_failed, run_tasks, spatial_groups
 from glacimap.workspace import (
     Workspace,
     atomic_path,
@@ -139,3 +140,27 @@ def test_dask_local_cluster_gives_same_outputs(tmp_path: Path) -> None:
     outcomes = run_tasks(_tasks(tmp_path, fail="G4"), _write_task, workers=2)
     assert [o.status for o in outcomes] == ["ok"] * 4 + ["failed", "ok"]
     assert (tmp_path / "G5.txt").read_text() == "G5"
+
+
+def _pid_task(payload: dict, output: Path) -> int:
+    write_text_atomic(output, str(os.getpid()))
+    return os.getpid()
+
+
+def test_spatial_groups_keep_neighbours_together() -> None:
+    # four clusters of four points each, far apart: with 2 workers x 2 groups, one group a cluster
+    points = [(cx + dx, cy + dy) for cx, cy in ((0, 0), (100, 0), (0, 100), (100, 100)) for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1))]
+    groups = spatial_groups(points, workers=2, per_worker=2)
+    assert len(set(groups)) == 4
+    assert all(len(set(groups[k : k + 4])) == 1 for k in range(0, 16, 4))
+    assert spatial_groups([], workers=2) == []
+    assert spatial_groups([(5.0, 5.0)], workers=2) == ["group-00000"]
+
+
+@pytest.mark.slow
+def test_grouped_tasks_run_on_one_worker_and_report_each(tmp_path: Path) -> None:
+    tasks = [Task(f"G{i}", tmp_path / f"G{i}.txt", {}, group=f"g{i // 3}") for i in range(6)]
+    seen = []
+    outcomes = run_tasks(tasks, _pid_task, workers=2, progress=lambda o, n: seen.append(o.key))
+    assert [o.status for o in outcomes] == ["ok"] * 6 and sorted(seen) == [t.key for t in tasks]
+    assert len({o.value for o in outcomes[:3]}) == 1 and len({o.value for o in outcomes[3:]}) == 1

@@ -11,6 +11,11 @@ classic albedo curves of Warren and of Hall & Martinec; rock, vegetation and wat
 USGS-library-like spectra). Landsat OLI bands are close enough that the same values serve.
 The numbers are rounded: the world needs the right contrasts (snow bright in the visible
 and dark in the SWIR, debris indistinguishable from rock), not a radiative-transfer model.
+
+Debris-covered tongues are spectrally rock, but, as on real debris-covered glaciers, they are
+dotted with exposed ice cliffs and supraglacial ponds (a few per cent of the debris each). That
+texture, and the tongue's place below clean ice, are what a model can learn to map debris by;
+band ratios see only the cliffs.
 """
 
 from __future__ import annotations
@@ -69,6 +74,10 @@ CIRRUS_SPECTRUM: tuple[float, ...] = (0.30, 0.30, 0.29, 0.28, 0.22, 0.15)
 #: per band: the sky is blue, so shadows keep more blue light than SWIR.
 DIRECT_FRACTION: tuple[float, ...] = (0.72, 0.80, 0.85, 0.90, 0.94, 0.95)
 
+#: Codes of the static debris-feature field: exposed ice cliffs and supraglacial ponds.
+DEBRIS_CLIFF = 1
+DEBRIS_POND = 2
+
 #: C-band backscatter (sigma0, dB, VV and VH) per surface at about 39 deg incidence, for dry
 #: (refrozen, morning) and wet (melting, evening) conditions. Wet snow absorbs and is dark;
 #: firn with ice layers is bright when frozen; water is dark; rough rock is bright.
@@ -111,12 +120,14 @@ def classify_surfaces(
     snowline: np.ndarray | float,
     snow_propensity: np.ndarray,
     offglacier_snowline: float,
+    debris_features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Surface class (uint8 :class:`Surface` codes) of every pixel of one scene.
 
     On a glacier, pixels at or above ``snowline`` (a scalar or a per-pixel altitude that
     already holds the scene's noise) are snow/firn, even over debris; below it, debris stays
-    debris and the rest is bare ice. Lakes are water. Off the glaciers, seasonal snow lies
+    debris (except where ``debris_features`` marks an exposed ice cliff, :data:`DEBRIS_CLIFF`,
+    or a supraglacial pond, :data:`DEBRIS_POND`) and the rest is bare ice. Lakes are water. Off the glaciers, seasonal snow lies
     where ``dem + 450 m * snow_propensity`` reaches ``offglacier_snowline`` (propensity 0..1,
     high in shaded hollows), vegetation where ``vegetation`` is set, bare rock elsewhere.
     """
@@ -128,6 +139,10 @@ def classify_surfaces(
     out[seasonal & ~on_glacier] = Surface.SEASONAL_SNOW
     out[lakes & ~on_glacier] = Surface.WATER
     out[on_glacier] = Surface.ICE
-    out[on_glacier & debris & ~above] = Surface.DEBRIS
+    covered = on_glacier & debris & ~above
+    out[covered] = Surface.DEBRIS
+    if debris_features is not None:
+        out[covered & (debris_features == DEBRIS_CLIFF)] = Surface.ICE
+        out[covered & (debris_features == DEBRIS_POND)] = Surface.WATER
     out[on_glacier & above] = Surface.SNOW
     return out

@@ -48,7 +48,7 @@ from glacimap.rasters import Grid, utm_crs, write_cog
 from glacimap.synthetic import catalog, scenes
 from glacimap.synthetic.model import GlacierInfo, Landscape, WorldConfig, YearTruth
 from glacimap.synthetic.scenes import Illumination, MaskFields, Sun
-from glacimap.synthetic.surfaces import OPTICAL_BANDS, classify_surfaces
+from glacimap.synthetic.surfaces import DEBRIS_CLIFF, DEBRIS_POND, OPTICAL_BANDS, classify_surfaces
 from glacimap.workspace import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -424,6 +424,7 @@ class _World:
     vegetation: np.ndarray
     snow_propensity: np.ndarray
     snowline_field: np.ndarray  # metres added to a scene's snowline, per pixel
+    debris_features: np.ndarray  # uint8: DEBRIS_CLIFF / DEBRIS_POND where debris shows them
     cloud_world: np.ndarray  # bool: cloud-grid cells inside the world
     noise: scenes.NoisePool  # sensor noise
     lon: float
@@ -467,6 +468,12 @@ class _World:
         propensity = np.clip(0.55 * shade + 0.2 * concavity + 0.25 * (0.5 + 0.25 * patches), 0.0, 1.0).astype(np.float32)
         snow_noise = scenes.fractal_noise(grid.shape, _rng(seed, "snowline"), beta=3.5, cutoff_px=150)
         snowline_field = (40.0 * snow_noise - 150.0 * normals[1]).astype(np.float32)
+        # Hummocky debris: blobs of a few tens of metres; the highest 5 % are ice cliffs, the
+        # lowest 3 % ponds (z-scores of a standard normal field).
+        hummocks = scenes.fractal_noise(grid.shape, _rng(seed, "debris hummocks"), beta=2.0, cutoff_px=8)
+        debris_features = np.zeros(grid.shape, dtype=np.uint8)
+        debris_features[hummocks > 1.645] = DEBRIS_CLIFF
+        debris_features[hummocks < -1.881] = DEBRIS_POND
 
         left, bottom, right, top = grid.bounds
         m = CLOUD_MARGIN_M
@@ -493,6 +500,7 @@ class _World:
             vegetation=vegetation,
             snow_propensity=propensity,
             snowline_field=snowline_field,
+            debris_features=debris_features,
             cloud_world=cloud_world,
             noise=scenes.NoisePool(grid.shape, _rng(seed, "sensor noise")),
             lon=float(lon),
@@ -513,6 +521,7 @@ class _World:
             snowline + self.snowline_field,
             self.snow_propensity,
             snowline + 200.0,
+            self.debris_features,
         )
 
 
