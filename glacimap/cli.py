@@ -78,11 +78,19 @@ def _configure_logging(quiet: bool, verbose: bool) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    from glacimap.runlog import MaskCredentials
+
     handler = RichHandler(console=_stderr_console(), show_path=False, show_time=False, markup=False)
+    handler.addFilter(MaskCredentials())
     root = logging.getLogger("glacimap")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # HTTP retries log the URL they retry, query string included: same handler, same masking
+    http = logging.getLogger("urllib3")
+    http.handlers[:] = [handler]
+    http.setLevel(logging.WARNING)
+    http.propagate = False
 
 
 def _stderr_console():  # noqa: ANN202 - rich type kept out of module import
@@ -138,7 +146,9 @@ def _execute(
 def _fail(command: str, message: str, code: int, debug: bool) -> None:
     if debug:
         traceback.print_exc(file=sys.stderr)
-    typer.echo(f"glacimap {command}: error: {message}", err=True)
+    from glacimap.runlog import mask_text
+
+    typer.echo(f"glacimap {command}: error: {mask_text(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -179,7 +189,8 @@ def fetch(
     stac_url: Annotated[Optional[str], typer.Option("--stac-url", help="STAC API root. \\[default: Earth Search v1]")] = None,
     profile: Annotated[Optional[str], typer.Option("--profile", help="earth-search or planetary-computer. \\[default: earth-search]")] = None,
     sh_base_url: Annotated[Optional[str], typer.Option("--sh-base-url", help="Sentinel Hub deployment, e.g. https://sh.dataspace.copernicus.eu (credentials: SH_CLIENT_ID / SH_CLIENT_SECRET).")] = None,
-    composite: Annotated[Optional[bool], typer.Option("--composite/--no-composite", help="Fill cloud gaps per pixel from the next best scenes.")] = None,
+    composite: Annotated[Optional[bool], typer.Option("--composite/--no-composite", help="Fill cloud gaps per pixel from the next best scenes (on by default with --aoi).")] = None,
+    aoi_tile: Annotated[Optional[float], typer.Option("--aoi-tile", help="Side of the square tiles an --aoi is cut into, metres (a whole number of at least 32 cells). \\[default: 10000]")] = None,
     id_column: IdColumn = None,
     work: Work = None,
     config: Config = None,
@@ -206,9 +217,9 @@ def fetch(
 
 def _report_fetch(result: Any) -> None:
     typer.echo(
-        f"fetched {result.year}: {result.ok} glaciers written, {result.skipped} already done, "
+        f"fetched {result.year}: {result.ok} {result.unit} written, {result.skipped} already done, "
         f"{result.failed} without a chip (of {result.glaciers})\n"
-        f"mean cloud over glaciers: {result.mean_cloud_chosen:.2%} chosen per glacier, "
+        f"mean cloud over {result.unit}: {result.mean_cloud_chosen:.2%} chosen per {result.unit[:-1]}, "
         f"{result.mean_cloud_naive:.2%} with the least-cloudy tile\n"
         f"manifest: {result.manifest}"
     )
@@ -511,6 +522,7 @@ def _print_evaluation(report: Any) -> None:
 def demo(
     generate_only: Annotated[Optional[bool], typer.Option("--generate-only/--full", help="Only generate the synthetic world and its figure.")] = None,
     small: Annotated[Optional[bool], typer.Option("--small/--default-size", help="A few-km region (seconds) instead of about 20 x 20 km.")] = None,
+    size_km: Annotated[Optional[float], typer.Option("--size-km", help="Side of the square world in km, 2 to 50 (overrides --small).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the synthetic world. \\[default: 42]")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model the demo predicts with: synthetic-demo, band-ratio or a weights file. \\[default: synthetic-demo]")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Demo folder. \\[default: ./glacimap-demo]")] = None,

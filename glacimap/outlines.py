@@ -6,7 +6,8 @@ Vector rules (each tested in tests/test_outlines.py):
   8-connectivity (diagonal neighbours belong to one polygon);
 - attribution: each glacier keeps only ice inside its *territory*. ``inventory``: its reference
   outline; ``territory``: the outline buffered by ``territory_buffer`` metres, pixels claimed by
-  several glaciers going to the nearest outline; ``none`` (wall-to-wall) is not available yet;
+  several glaciers going to the nearest outline; ``none``: wall-to-wall over an AOI, where
+  connected ice is split into glaciers along Kienholz divides (:mod:`glacimap.wall`);
 - polygons below ``min_area`` km2 are dropped and holes (nunataks) below it are filled;
 - outlines are simplified by ``simplify`` metres as one polygon *coverage*
   (``shapely.coverage_simplify``), so neighbours keep one shared border, with no gap or overlap;
@@ -33,7 +34,7 @@ import shapely
 from rasterio.features import rasterize, shapes
 from scipy.ndimage import distance_transform_edt
 
-from glacimap.errors import InputNotFoundError, NotImplementedYetError, OutputExistsError
+from glacimap.errors import InputNotFoundError, OutputExistsError
 from glacimap.rasters import Grid, read_raster
 from glacimap.settings import OutlinesSettings
 from glacimap.vectors import write_layers
@@ -227,7 +228,9 @@ def outline_row(pixels: GlacierPixels, settings: OutlinesSettings) -> dict[str, 
 def run_outlines(settings: OutlinesSettings) -> OutlinesResult:
     """Build ``outlines/{year}.gpkg`` from the year's predictions (see module docstring)."""
     if settings.restrict == "none":
-        raise NotImplementedYetError("outlines --restrict none (wall-to-wall) is not implemented yet")
+        from glacimap.wall import run_outlines_wall
+
+        return run_outlines_wall(settings)
     workspace = Workspace(settings.work)
     target = workspace.outlines(settings.year)
     if target.exists() and not settings.overwrite:

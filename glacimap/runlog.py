@@ -23,6 +23,9 @@ T = TypeVar("T")
 
 _SECRET_NAME = re.compile(r"(secret|token|password|passwd|key|sig|signature|credential|auth)", re.I)
 MASK = "***"
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+# a query parameter named like a secret, also in a URL without scheme (e.g. urllib3's "/stac?token=...")
+_SECRET_PARAM = re.compile(r"([?&][^=&\s]*" + _SECRET_NAME.pattern + r"[^=&\s]*=)[^&\s'\"()<>]+", re.I)
 
 
 def mask_url(url: str) -> str:
@@ -41,6 +44,23 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def mask_text(text: str) -> str:
+    """Mask credentials in every URL inside a free text (e.g. an error message)."""
+    text = _URL_IN_TEXT.sub(lambda match: mask_url(match.group()), text)
+    return _SECRET_PARAM.sub(lambda match: match.group(1) + MASK, text)
+
+
+class MaskCredentials(logging.Filter):
+    """A handler filter that masks credentials in URLs of every message it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def mask_secrets(values: Any, key: str = "") -> Any:
     """Recursively mask values whose key names a secret and credentials inside URLs."""
     if isinstance(values, Mapping):
@@ -50,7 +70,7 @@ def mask_secrets(values: Any, key: str = "") -> Any:
     if values is not None and key and _SECRET_NAME.search(key) and not key.endswith("_id"):
         return MASK
     if isinstance(values, str) and "://" in values:
-        return mask_url(values)
+        return mask_text(values)
     return values
 
 

@@ -71,6 +71,7 @@ class FetchSettings(BaseSettings):
     profile: Literal["earth-search", "planetary-computer"] = "earth-search"
     id_column: str | None = None
     composite: bool = False
+    aoi_tile: float = Field(10_000.0, ge=100.0, le=200_000.0, description="side of the square AOI tiles, metres (--aoi mode)")
     sh_client_id: str | None = None
     sh_client_secret: SecretStr | None = None
     sh_base_url: str | None = None
@@ -114,6 +115,12 @@ class FetchSettings(BaseSettings):
             raise ValueError("give exactly one of inventory or aoi")
         if self.window is not None and self.target_date is not None:
             raise ValueError("give either window or date/days, not both")
+        cells = self.aoi_tile / self.resolution
+        if self.aoi is not None and (abs(cells - round(cells)) > 1e-6 or round(cells) < 32):
+            raise ValueError(
+                f"aoi_tile ({self.aoi_tile:g} m) must be a whole number of at least 32 cells of "
+                f"{self.resolution:g} m (resolution)"
+            )
         return self
 
 
@@ -271,6 +278,7 @@ class DemoSettings(BaseSettings):
     work: Path = Path("glacimap-demo")
     generate_only: bool = False
     small: bool = False
+    size_km: float | None = Field(None, ge=2.0, le=50.0, description="side of the world in km (overrides small)")
     seed: int = 42
     model: str = Field("synthetic-demo", description="model the demo predicts with")
 

@@ -90,6 +90,11 @@ class Workspace:
         return self.root / "inventory.gpkg"
 
     @property
+    def aoi(self) -> Path:
+        """The wall-to-wall (``fetch --aoi``) grid and tiles of the workspace."""
+        return self.root / "aoi.json"
+
+    @property
     def runs_log(self) -> Path:
         return self.root / "runs.jsonl"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from glacimap import __version__
 from glacimap.cli import app
-from glacimap.runlog import mask_secrets, mask_url
+from glacimap.runlog import MaskCredentials, mask_secrets, mask_text, mask_url
 
 runner = CliRunner()
 COMMANDS = ["fetch", "predict", "outlines", "split", "change", "train", "calibrate", "evaluate", "demo"]
@@ -84,6 +85,11 @@ def test_mask_helpers() -> None:
     assert mask_url("https://h.org/x") == "https://h.org/x"
     masked = mask_secrets({"api_key": "k", "nested": {"password": "p", "url": "http://a:b@c/"}, "sh_client_id": "id"})
     assert masked == {"api_key": "***", "nested": {"password": "***", "url": "http://a:***@c/"}, "sh_client_id": "id"}
+    # URLs inside messages, also urllib3's scheme-less "/path?token=..."
+    text = "failed: https://u:p@h.org/s?sig=1&b=2 after url: /stac?token=abc&x=1 (cause)"
+    assert mask_text(text) == "failed: https://u:***@h.org/s?sig=***&b=2 after url: /stac?token=***&x=1 (cause)"
+    record = logging.LogRecord("urllib3", logging.WARNING, __file__, 1, "retrying %s", ("/s?api_key=k9",), None)
+    assert MaskCredentials().filter(record) and record.getMessage() == "retrying /s?api_key=***"
 
 
 def test_console_script_help_is_fast() -> None:

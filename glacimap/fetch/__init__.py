@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from glacimap.errors import InputNotFoundError, InvalidInputError, NotImplementedYetError, OutputExistsError
+from glacimap.errors import InputNotFoundError, InvalidInputError, OutputExistsError
 from glacimap.fetch.chips import FetchParams, build_chip, glacier_grid, read_selection
 from glacimap.fetch.plan import GlacierJob, Scene, acquisition_key, mosaic_scene
 from glacimap.fetch.profiles import Sensor, get_profile
 from glacimap.fetch.search import footprint_coverage, open_client, search_scenes, window_dates
 from glacimap.inventory import load_inventory, save_inventory
-from glacimap.parallel import Task, TaskOutcome, raise_if_failed, run_tasks
+from glacimap.parallel import Task, TaskOutcome, raise_if_failed, run_tasks, spatial_groups
 from glacimap.settings import FetchSettings
 from glacimap.workspace import Workspace, atomic_path, clean_stale_temporaries, safe_stem
 
@@ -54,6 +54,8 @@ class FetchResult:
     mean_cloud_naive: float
     manifest: Path
     candidates: Path
+    #: what one task fetched: "glaciers", or "tiles" in wall-to-wall (--aoi) mode
+    unit: str = "glaciers"
 
 
 def optical_sensors(sensors: tuple[str, ...], year: int) -> list[Sensor]:
@@ -161,12 +163,19 @@ def fetch_params(settings: FetchSettings, target: date, requester_pays: bool = F
 def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], None] | None = None) -> FetchResult:
     """Fetch chips for every glacier of the inventory (see module docstring)."""
     if settings.aoi is not None:
-        raise NotImplementedYetError("fetch --aoi (wall-to-wall mode) is not implemented yet; use --inventory")
+        from glacimap.fetch.aoi import run_fetch_aoi
+
+        return run_fetch_aoi(settings, progress)
+    workspace = Workspace(settings.work)
+    if workspace.aoi.exists() and not settings.overwrite:
+        raise OutputExistsError(
+            f"{workspace.root} holds a wall-to-wall (--aoi) run; use another --work folder for "
+            "--inventory or pass --overwrite"
+        )
     if settings.backend == "sentinelhub":
         from glacimap.fetch.sentinelhub import run_fetch_sentinelhub
 
         return run_fetch_sentinelhub(settings, progress)
-    workspace = Workspace(settings.work)
     inventory = prepare_inventory(settings, workspace)
     start, end, target, bbox = plan_window(settings, inventory)
     profile = get_profile(settings.profile, settings.stac_url)
@@ -181,9 +190,11 @@ def run_fetch(settings: FetchSettings, progress: Callable[[TaskOutcome, int], No
 
     jobs, unplanned = plan_jobs(inventory, optical, dem, sar, settings)
     params = fetch_params(settings, target, profile.requester_pays)
+    centres = [shapely.from_wkb(job.geometry_wkb).centroid for job in jobs]
+    groups = spatial_groups([(c.x, c.y) for c in centres], settings.workers)
     tasks = [
-        Task(job.glacier_id, workspace.chip(settings.year, job.glacier_id), {"job": job, "params": params})
-        for job in jobs
+        Task(job.glacier_id, workspace.chip(settings.year, job.glacier_id), {"job": job, "params": params}, group)
+        for job, group in zip(jobs, groups)
     ]
     return finish_run(tasks, _fetch_task, unplanned, len(inventory), workspace, settings, progress)
 
@@ -218,6 +229,7 @@ def finish_run(
         mean_cloud_naive=float(np.nanmean([r["naive_cloud_fraction"] for r in ok])) if ok else float("nan"),
         manifest=manifest,
         candidates=candidates,
+        unit="tiles" if settings.aoi is not None else "glaciers",
     )
     # one outcome per glacier: the record's status decides (a task can end "ok" with no chip)
     per_glacier = [
