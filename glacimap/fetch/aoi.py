@@ -38,14 +38,12 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 
 from glacimap.errors import InvalidInputError, NotImplementedYetError, OutputExistsError
-from glacimap.features import slope_degrees
 from glacimap.fetch.chips import (
-    CHIP_BANDS,
     MAX_DEM_VOID,
-    SAR_BANDS,
     SELECTION_TAG,
     FetchParams,
     _sar_layers,
+    chip_layers,
     json_default,
     mosaic_dem,
     project,
@@ -60,7 +58,7 @@ from glacimap.fetch.read import gdal_env
 from glacimap.fetch.search import footprint_coverage
 from glacimap.fetch.select import selection_key
 from glacimap.parallel import Task, TaskOutcome
-from glacimap.rasters import Grid, fill_voids, utm_crs, write_cog
+from glacimap.rasters import Grid, utm_crs, write_cog
 from glacimap.settings import FetchSettings
 from glacimap.workspace import Workspace, write_json_atomic
 
@@ -402,20 +400,8 @@ def assemble_tile(
             job.glacier_id,
             100 * missing,
         )
-    dem_filled = float(np.isnan(dem).mean())
-    dem = fill_voids(dem)
-    layers = [*bands, dem, slope_degrees(dem, grid.resolution)]
-    names = list(CHIP_BANDS)
-    sar_ids: list[str] = []
-    if sar is not None:
-        sar_layers, sar_ids = sar(used[0].datetime.date())
-        layers += sar_layers
-        names += list(SAR_BANDS)
-    if params.composite:
-        layers.append(source)
-        names.append("source")
-    layers.append(clear.astype(np.float32))
-    names.append("valid")
+    layers, names, sar_ids, dem_filled = chip_layers(
+        bands, dem, grid, sar, used[0].datetime.date(), source if params.composite else None, clear)
 
     base = ranked[0]
     n_data = int(data.sum())

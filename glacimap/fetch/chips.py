@@ -305,20 +305,8 @@ def assemble_chip(
             f"glacier {job.glacier_id}: the DEM covers only {1 - missing:.1%} of the glacier "
             f"(needs {1 - MAX_DEM_VOID:.0%}); DEM: {dem_ids}"
         )
-    dem_filled = float(np.isnan(dem).mean())
-    dem = fill_voids(dem)
-    layers = [*bands, dem, slope_degrees(dem, grid.resolution)]
-    names = list(CHIP_BANDS)
-    sar_ids: list[str] = []
-    if sar is not None:
-        sar_layers, sar_ids = sar(chosen[0].datetime.date())
-        layers += sar_layers
-        names += list(SAR_BANDS)
-    if params.composite:
-        layers.append(source)
-        names.append("source")
-    layers.append(usable.astype(np.float32))
-    names.append("valid")
+    layers, names, sar_ids, dem_filled = chip_layers(
+        bands, dem, grid, sar, chosen[0].datetime.date(), source if params.composite else None, usable)
 
     best = ranked[0]
     record = {
@@ -348,6 +336,35 @@ def assemble_chip(
         tags={SELECTION_TAG: json.dumps(record, default=json_default)},
     )
     return record
+
+
+def chip_layers(
+    bands: list[np.ndarray],
+    dem: np.ndarray,
+    grid: Grid,
+    sar: Callable[[date], tuple[list[np.ndarray], list[str]]] | None,
+    when: date,
+    source: np.ndarray | None,
+    valid: np.ndarray,
+) -> tuple[list[np.ndarray], list[str], list[str], float]:
+    """A chip's layers and band names in the documented order: optical bands, DEM (voids
+    filled), slope, SAR (optional, the acquisitions nearest ``when``), ``source`` (composites
+    only) and ``valid``; also the SAR scene ids and the share of DEM cells that were filled."""
+    dem_filled = float(np.isnan(dem).mean())
+    dem = fill_voids(dem)
+    layers = [*bands, dem, slope_degrees(dem, grid.resolution)]
+    names = list(CHIP_BANDS)
+    sar_ids: list[str] = []
+    if sar is not None:
+        sar_layers, sar_ids = sar(when)
+        layers += sar_layers
+        names += list(SAR_BANDS)
+    if source is not None:
+        layers.append(source)
+        names.append("source")
+    layers.append(valid.astype(np.float32))
+    names.append("valid")
+    return layers, names, sar_ids, dem_filled
 
 
 def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, Any]:
