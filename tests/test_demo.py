@@ -39,6 +39,34 @@ def test_demo_small_chain(tmp_path: Path) -> None:
     assert result.report.exists()
 
 
+@pytest.fixture(scope="module")
+def unseen_world_demo(tmp_path_factory: pytest.TempPathFactory):
+    """The chain on a 10 km world whose seed (42) the demo model never saw (it saw 1-3)."""
+    if not (packaged_weights_dir() / "synthetic-demo.safetensors").exists():
+        pytest.skip("the packaged synthetic-demo weights are not in this checkout")
+    return run_demo(DemoSettings(work=tmp_path_factory.mktemp("unseen") / "demo", size_km=10.0, seed=42))
+
+
+def test_area_change_on_an_unseen_world(unseen_world_demo) -> None:
+    """Measured (shipped model): 21 glaciers kept, -1.09 %/a against -1.50 %/a true for the same
+    glaciers, per-glacier median |error| 0.41 %/a, IoU 0.906 (2015) and 0.893 (2023)."""
+    result = unseen_world_demo
+    summary = format_summary(result)
+    assert result.units_compared >= 15, summary
+    assert result.median_abs_error < 0.5, summary  # issue 8's per-glacier target
+    assert result.rate_pred < 0 and abs(result.rate_pred - result.rate_truth) < 0.6, summary
+    for year in (2015, 2023):
+        assert result.iou[year] >= 0.87, summary
+
+
+@pytest.mark.xfail(strict=True, reason="issues 8/9: loss under-estimated by ~0.4 %/a (seasonal snow mapped as ice on "
+                   "ground deglaciated since 2015, debris missed) and IoU 0.89-0.91; targets 0.2 %/a and 0.90")
+def test_issue_targets_on_an_unseen_world(unseen_world_demo) -> None:
+    result = unseen_world_demo
+    assert abs(result.rate_pred - result.rate_truth) < 0.2
+    assert min(result.iou.values()) >= 0.90
+
+
 def _fetch(world, stac_url: str, work: Path, **parallel) -> None:
     settings = FetchSettings(inventory=world.root / "inventory_2015.gpkg", year=2023, stac_url=stac_url, work=work, **parallel)
     try:
