@@ -394,6 +394,7 @@ def train(
     init: Annotated[Optional[Path], typer.Option("--init", help="Weights to start from.")] = None,
     region: Annotated[Optional[str], typer.Option("--region", help="Region to train on (strategy regional; from the inventory's 'region' column).")] = None,
     patches_per_epoch: Annotated[Optional[int], typer.Option("--patches-per-epoch", help="Training patches drawn per epoch. \\[default: 512]")] = None,
+    margin_share: Annotated[Optional[float], typer.Option("--margin-share", help="Share of patches centred within 100 m (10 px) of a glacier outline, where snow patches touch the ice and termini retreat. \\[default: 0.0]")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (Adam). \\[default: 0.0005]")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16 or fp16 (mixed precision on CUDA). \\[default: auto]")] = None,
     device: Device = None,

@@ -106,13 +106,20 @@ class KienholzParams:
     sliver_area_km2: float = 0.1
     elongated_area_km2: float = 0.2
     elongated_compactness: float = 0.5
-    #: OGGM's extra filters (not in the paper): pieces with an altitude range under
-    #: ``min_relief_m`` or under ``min_relief_share`` of the complex's range, or smaller than
-    #: ``min_area_share`` of the largest piece, are merged like slivers. 0 disables each. The
-    #: area share is off by default: OGGM applies it within one glacier, and across a complex
-    #: of many glaciers it merges real small glaciers into their large neighbours.
-    min_relief_m: float = 100.0
-    min_relief_share: float = 0.1
+    #: Pieces of fewer DEM cells are slivers too, whatever their area: 62.5 cells is the paper's
+    #: 0.1 km2 at its 40 m cells, the smallest flowshed it trusted the DEM to resolve. On DEMs
+    #: of 40 m or finer the area rule decides; on coarser ones (SRTM's 76-90 m: 0.36-0.51 km2)
+    #: pieces that are only a few dozen noisy cells no longer stand as glaciers. 0 disables.
+    sliver_min_cells: float = 62.5
+    #: OGGM's extra filters (not in the paper), off by default: pieces with an altitude range
+    #: under ``min_relief_m`` or under ``min_relief_share`` of the complex's range, or smaller
+    #: than ``min_area_share`` of the largest piece, are merged like slivers. OGGM applies them
+    #: within one glacier; across a complex of many glaciers they merge real small glaciers
+    #: (ridge-top and cirque glaciers of little relief) into their large neighbours.
+    #: ``min_relief_m=100, min_relief_share=0.1`` are OGGM's values and glacimap's previous
+    #: defaults (see :meth:`oggm_filters`).
+    min_relief_m: float = 0.0
+    min_relief_share: float = 0.0
     min_area_share: float = 0.0
     #: Divides are straightened by coverage simplification with this tolerance (cells); the
     #: complex outline itself is never changed. 0 keeps the pixel staircase.
@@ -121,8 +128,14 @@ class KienholzParams:
     def __post_init__(self) -> None:
         positive = ("smoothing_m", "gutter_depth_m", "merge_a_m", "merge_b", "merge_c_m")
         non_negative = (
-            "min_centre_area_km2", "sliver_area_km2", "elongated_area_km2", "divide_simplify_px",
-            "min_relief_m", "min_relief_share", "min_area_share",
+            "min_centre_area_km2",
+            "sliver_area_km2",
+            "elongated_area_km2",
+            "sliver_min_cells",
+            "divide_simplify_px",
+            "min_relief_m",
+            "min_relief_share",
+            "min_area_share",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -137,13 +150,25 @@ class KienholzParams:
         if self.gutter_width_px < 1:
             raise ConfigError(f"KienholzParams.gutter_width_px must be >= 1, got {self.gutter_width_px}")
         if not 0 < self.elongated_compactness <= 1:
-            raise ConfigError(f"KienholzParams.elongated_compactness must be in (0, 1], got {self.elongated_compactness}")
+            raise ConfigError(
+                f"KienholzParams.elongated_compactness must be in (0, 1], got {self.elongated_compactness}"
+            )
         if self.smoothing not in ("gaussian", "median", "none"):
             raise ConfigError(f"KienholzParams.smoothing must be gaussian, median or none, got {self.smoothing!r}")
         if self.merge_rule not in ("largest-first", "union"):
             raise ConfigError(f"KienholzParams.merge_rule must be largest-first or union, got {self.merge_rule!r}")
         if self.flow_method not in ("d8", "dinf"):
             raise ConfigError(f"KienholzParams.flow_method must be d8 or dinf, got {self.flow_method!r}")
+
+    @classmethod
+    def paper(cls, **kwargs: object) -> KienholzParams:
+        """The paper's rules alone: no minimum cell count for slivers, no relief filters."""
+        return cls(**{"sliver_min_cells": 0.0, "min_relief_m": 0.0, "min_relief_share": 0.0, **kwargs})  # type: ignore[arg-type]
+
+    @classmethod
+    def oggm_filters(cls, **kwargs: object) -> KienholzParams:
+        """The paper plus OGGM's relief filters (100 m, 10 % of the complex's range): glacimap's old defaults."""
+        return cls.paper(**{"min_relief_m": 100.0, "min_relief_share": 0.1, **kwargs})
 
     @classmethod
     def from_cell_units(cls, a: float, b: float, c: float, cell_size: float, **kwargs: object) -> KienholzParams:
@@ -194,8 +219,6 @@ class SplitResult:
 # ------------------------------------------------------------------------------------------
 # Flow routing
 # ------------------------------------------------------------------------------------------
-
-
 
 
 def _rd(array: np.ndarray) -> richdem.rdarray:
@@ -349,13 +372,15 @@ def outlets_naive(receivers: np.ndarray, active: np.ndarray, outlets: Sequence[i
 def smoothing_reach_px(resolution: float, params: KienholzParams) -> int:
     """Cells of DEM around a window that its smoothing reads."""
     if params.smoothing == "gaussian":
-        return int(math.ceil(4.0 * params.smoothing_m / resolution))
+        return math.ceil(4.0 * params.smoothing_m / resolution)
     if params.smoothing == "median":
-        return int(math.ceil(params.smoothing_m / resolution / 2)) + 1
+        return math.ceil(params.smoothing_m / resolution / 2) + 1
     return 0
 
 
-def smoothed_window(dem: np.ndarray, window: tuple[int, int, int, int], resolution: float, params: KienholzParams) -> np.ndarray:
+def smoothed_window(
+    dem: np.ndarray, window: tuple[int, int, int, int], resolution: float, params: KienholzParams
+) -> np.ndarray:
     """``dem[r0:r1, c0:c1]`` smoothed as ``params`` says, reading enough DEM around it.
 
     Smoothing each complex's window instead of the whole region keeps the cost proportional
@@ -375,7 +400,7 @@ def smooth_dem(dem: np.ndarray, resolution: float, params: KienholzParams) -> np
         sigma = params.smoothing_m / resolution
         return ndimage.gaussian_filter(dem, sigma, mode="nearest") if sigma >= 0.3 else dem.copy()
     if params.smoothing == "median":
-        size = int(round(params.smoothing_m / resolution))
+        size = round(params.smoothing_m / resolution)
         size += 1 - size % 2
         return ndimage.median_filter(dem, size=size, mode="nearest") if size > 1 else dem.copy()
     return dem.copy()
@@ -434,7 +459,12 @@ def _keep_part_nearest(basins: np.ndarray, pour_rc: np.ndarray) -> np.ndarray:
 
 
 def _disk_merge(
-    flowsheds: np.ndarray, ice: np.ndarray, pours: Sequence[PourPoint], resolution: float, params: KienholzParams, gutter_px: int
+    flowsheds: np.ndarray,
+    ice: np.ndarray,
+    pours: Sequence[PourPoint],
+    resolution: float,
+    params: KienholzParams,
+    gutter_px: int,
 ) -> np.ndarray:
     """Group id (index into ``pours``) for each flowshed after the merge-disk rule.
 
@@ -464,7 +494,7 @@ def _disk_merge(
         disk = ((rr - pour.row) ** 2 + (cc - pour.col) ** 2 <= rad * rad) & ice[r0:r1, c0:c1]
         if not disk.any():
             continue
-        comp, ncomp = ndimage.label(disk, structure=_EIGHT)
+        comp, _ = ndimage.label(disk, structure=_EIGHT)
         near = gutter_px + 1
         nr0, nr1 = max(pour.row - near - r0, 0), pour.row + near + 1 - r0
         nc0, nc1 = max(pour.col - near - c0, 0), pour.col + near + 1 - c0
@@ -515,7 +545,9 @@ def _union(parent: np.ndarray, a: int, b: int) -> None:
         parent[max(ra, rb)] = min(ra, rb)
 
 
-def _boundary_stats(labels: np.ndarray, resolution: float) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
+def _boundary_stats(
+    labels: np.ndarray, resolution: float
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
     """Area (m2), perimeter (m) and shared border lengths (m) of labels 1..n.
 
     Lengths are Cauchy-Crofton estimates from label changes between neighbours in four
@@ -527,10 +559,12 @@ def _boundary_stats(labels: np.ndarray, resolution: float) -> tuple[np.ndarray, 
     perimeter = np.zeros(n + 1)
     shared: dict[tuple[int, int], float] = {}
     diag = resolution / math.sqrt(2.0)
-    steps = (((slice(None), slice(None, -1)), (slice(None), slice(1, None)), resolution),
-             ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), resolution),
-             ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None)), diag),
-             ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)), diag))
+    steps = (
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None)), resolution),
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None)), resolution),
+        ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None)), diag),
+        ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1)), diag),
+    )
     weight = math.pi / 8.0
     for first, second, spacing in steps:
         a, b = labels[first], labels[second]
@@ -550,10 +584,10 @@ def _boundary_stats(labels: np.ndarray, resolution: float) -> tuple[np.ndarray, 
 def _merge_slivers(labels: np.ndarray, dem: np.ndarray, resolution: float, params: KienholzParams) -> np.ndarray:
     """Merge slivers into the neighbour with the longest shared border, smallest first.
 
-    A sliver is small, or small and elongated, or (OGGM's filters) of little relief or tiny
-    next to the largest piece; see :class:`KienholzParams`. Areas, perimeters, shared borders
-    and elevation ranges are additive or monotone, so merges update the tables instead of
-    re-measuring the raster.
+    A sliver is small (in km2 or in DEM cells), or small and elongated, or (OGGM's filters,
+    off by default) of little relief or tiny next to the largest piece; see
+    :class:`KienholzParams`. Areas, perimeters, shared borders and elevation ranges are
+    additive or monotone, so merges update the tables instead of re-measuring the raster.
     """
     area, perimeter, shared = _boundary_stats(labels, resolution)
     n = area.size - 1
@@ -569,12 +603,14 @@ def _merge_slivers(labels: np.ndarray, dem: np.ndarray, resolution: float, param
     for (a, b), length in shared.items():
         neighbours[a][b] = length
         neighbours[b][a] = length
-    alive = set(k for k in range(1, n + 1) if area[k] > 0)
+    alive = {k for k in range(1, n + 1) if area[k] > 0}
     target = np.arange(n + 1)
+
+    min_area_km2 = max(params.sliver_area_km2, params.sliver_min_cells * resolution**2 / 1e6)
 
     def is_sliver(k: int) -> bool:
         a_km2 = area[k] / 1e6
-        if a_km2 < params.sliver_area_km2:
+        if a_km2 < min_area_km2:
             return True
         if zmax[k] - zmin[k] < min_relief or area[k] < params.min_area_share * area.max():
             return True
@@ -614,12 +650,14 @@ def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def label_complex(ice: np.ndarray, dem: np.ndarray, resolution: float, params: KienholzParams) -> tuple[np.ndarray, np.ndarray, tuple[PourPoint, ...]]:
-    """Kienholz labels (1..n by area, 0 off the ice) of one complex on a window of the DEM.
+def flowsheds(
+    ice: np.ndarray, dem: np.ndarray, resolution: float, params: KienholzParams
+) -> tuple[np.ndarray, tuple[PourPoint, ...]]:
+    """Pour points of one complex and their flowsheds (pour point index + 1, 0 off the ice).
 
-    ``ice`` is the rasterised complex, ``dem`` the already smoothed DEM of the same window,
-    which must leave at least ``params.buffer_px`` cells around the ice. Returns the glacier
-    labels, the flowsheds before merging (pour point index + 1) and the pour points.
+    Steps 3-7 of the method: fill, gutter, flow routing, pour points and flowsheds, on
+    ``dem``, the smoothed DEM of a window that leaves ``params.buffer_px`` cells around
+    ``ice``. Without a pour point (no flow leaves the ice) the whole complex is flowshed 1.
     """
     solid = ndimage.binary_fill_holes(ice)
     gutter = ndimage.binary_dilation(solid, structure=_EIGHT, iterations=params.gutter_width_px) & ~solid
@@ -632,24 +670,47 @@ def label_complex(ice: np.ndarray, dem: np.ndarray, resolution: float, params: K
     ends = outlet[ice_flat]
     on_gutter = gutter.ravel()[ends]
     pour_cells = np.unique(ends[on_gutter])
-    cell_km2 = resolution**2 / 1e6
     if pour_cells.size == 0:
-        labels = ice.astype(np.int32)
-        return labels, labels.copy(), ()
+        return ice.astype(np.int32), ()
     rows, cols = np.divmod(pour_cells, ice.shape[1])
-    areas = acc.ravel()[pour_cells] * cell_km2
+    areas = acc.ravel()[pour_cells] * (resolution**2 / 1e6)
     radii = params.merge_radius_m(areas)
     pours = tuple(PourPoint(int(r), int(c), float(a), float(rad)) for r, c, a, rad in zip(rows, cols, areas, radii))
     basin_of_cell = np.zeros(ice.size, dtype=np.int32)
     index = np.searchsorted(pour_cells, ends[on_gutter])
-    ice_cells = np.flatnonzero(ice_flat)
-    basin_of_cell[ice_cells[on_gutter]] = index + 1
-    basins = basin_of_cell.reshape(ice.shape)
-    basins = _keep_part_nearest(basins, np.column_stack([rows, cols]))
-    basins = _grow_labels(basins, ice)
+    basin_of_cell[np.flatnonzero(ice_flat)[on_gutter]] = index + 1
+    basins = _keep_part_nearest(basin_of_cell.reshape(ice.shape), np.column_stack([rows, cols]))
+    return _grow_labels(basins, ice), pours
+
+
+def merge_flowsheds(
+    basins: np.ndarray,
+    ice: np.ndarray,
+    pours: Sequence[PourPoint],
+    dem: np.ndarray,
+    resolution: float,
+    params: KienholzParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 8-10: the flowsheds grouped by the merge disks, and the labels after the sliver merge."""
     group = _disk_merge(basins, ice, pours, resolution, params, params.gutter_width_px)
     lut = np.concatenate(([0], group + 1)).astype(np.int32)
-    merged = _merge_slivers(lut[basins], dem, resolution, params)
+    grouped = lut[basins]
+    return grouped, _merge_slivers(grouped, dem, resolution, params)
+
+
+def label_complex(
+    ice: np.ndarray, dem: np.ndarray, resolution: float, params: KienholzParams
+) -> tuple[np.ndarray, np.ndarray, tuple[PourPoint, ...]]:
+    """Kienholz labels (1..n by area, 0 off the ice) of one complex on a window of the DEM.
+
+    ``ice`` is the rasterised complex, ``dem`` the already smoothed DEM of the same window,
+    which must leave at least ``params.buffer_px`` cells around the ice. Returns the glacier
+    labels, the flowsheds before merging (pour point index + 1) and the pour points.
+    """
+    basins, pours = flowsheds(ice, dem, resolution, params)
+    if not pours:
+        return basins, basins.copy(), ()
+    _, merged = merge_flowsheds(basins, ice, pours, dem, resolution, params)
     return _relabel_by_area(merged), basins, pours
 
 
@@ -691,7 +752,9 @@ def partition_polygon(
         pieces = _reassign_fragments(pieces, fragment_m2)
     if simplify_m > 0 and sum(not p.is_empty for p in pieces) > 1:
         keep = [i for i, p in enumerate(pieces) if not p.is_empty]
-        simplified = shapely.coverage_simplify(np.array([pieces[i] for i in keep], dtype=object), simplify_m, simplify_boundary=False)
+        simplified = shapely.coverage_simplify(
+            np.array([pieces[i] for i in keep], dtype=object), simplify_m, simplify_boundary=False
+        )
         for i, geom in zip(keep, simplified):
             pieces[i] = geom
     return pieces
@@ -749,7 +812,9 @@ def _check_grid(dem: np.ndarray, grid: Grid) -> None:
             "e.g. to the local UTM zone (run_split does this for geographic DEMs)"
         )
     if abs(grid.transform.a + grid.transform.e) > 1e-6 * abs(grid.transform.a) or grid.transform.b or grid.transform.d:
-        raise InvalidInputError(f"the DEM grid must be north-up with square cells (transform {tuple(grid.transform)[:6]})")
+        raise InvalidInputError(
+            f"the DEM grid must be north-up with square cells (transform {tuple(grid.transform)[:6]})"
+        )
 
 
 def complex_ids(frame: gpd.GeoDataFrame, id_column: str | None, source: str) -> pd.Series:
@@ -770,7 +835,9 @@ def complex_ids(frame: gpd.GeoDataFrame, id_column: str | None, source: str) -> 
             raise InvalidInputError(f"{source}: {int(bad.sum())} outlines have an empty id in '{column}'")
         dup = ids[ids.duplicated()]
         if not dup.empty:
-            raise InvalidInputError(f"{source}: duplicated ids {sorted(set(dup))[:5]} in '{column}'; ids must be unique")
+            raise InvalidInputError(
+                f"{source}: duplicated ids {sorted(set(dup))[:5]} in '{column}'; ids must be unique"
+            )
     return ids
 
 
@@ -802,13 +869,15 @@ def _valid_polygons(geoms: gpd.GeoSeries, ids: pd.Series, what: str, source: str
     return out
 
 
-def _window(bounds: tuple[float, float, float, float], grid: Grid, margin: int, clamp: bool = True) -> tuple[int, int, int, int]:
+def _window(
+    bounds: tuple[float, float, float, float], grid: Grid, margin: int, clamp: bool = True
+) -> tuple[int, int, int, int]:
     """Rows and columns (r0, r1, c0, c1) of ``grid`` covering ``bounds`` plus ``margin`` cells."""
     inv = ~grid.transform
     c0, r0 = inv @ (bounds[0], bounds[3])
     c1, r1 = inv @ (bounds[2], bounds[1])
-    r0, r1 = int(math.floor(r0)) - margin, int(math.ceil(r1)) + margin
-    c0, c1 = int(math.floor(c0)) - margin, int(math.ceil(c1)) + margin
+    r0, r1 = math.floor(r0) - margin, math.ceil(r1) + margin
+    c0, c1 = math.floor(c0) - margin, math.ceil(c1) + margin
     if clamp:
         return max(r0, 0), min(r1, grid.height), max(c0, 0), min(c1, grid.width)
     return r0, r1, c0, c1
@@ -818,7 +887,8 @@ def _check_coverage(geoms: Sequence[shapely.Geometry], ids: Sequence[str], grid:
     left, bottom, right, top = grid.bounds
     tol = 1e-6 * grid.resolution
     outside = [
-        gid for gid, g in zip(ids, geoms)
+        gid
+        for gid, g in zip(ids, geoms)
         if (b := g.bounds)[0] < left - tol or b[1] < bottom - tol or b[2] > right + tol or b[3] > top + tol
     ]
     if outside:
@@ -828,7 +898,9 @@ def _check_coverage(geoms: Sequence[shapely.Geometry], ids: Sequence[str], grid:
         )
 
 
-def _void_check(dem: np.ndarray, grid: Grid, geoms: Sequence[shapely.Geometry], ids: Sequence[str], what: str, source: str) -> None:
+def _void_check(
+    dem: np.ndarray, grid: Grid, geoms: Sequence[shapely.Geometry], ids: Sequence[str], what: str, source: str
+) -> None:
     """Raise if a complex is mostly DEM voids; log the ones with a few voids."""
     bad = ~np.isfinite(dem)
     if not bad.any():
@@ -843,11 +915,11 @@ def _void_check(dem: np.ndarray, grid: Grid, geoms: Sequence[shapely.Geometry], 
             continue
         share = float(bad[r0:r1, c0:c1][mask].mean())
         if share > MAX_VOID_SHARE:
-            raise InvalidInputError(
-                f"{source}: {share:.0%} of {what} {gid!r} is DEM nodata; the DEM does not cover it"
-            )
+            raise InvalidInputError(f"{source}: {share:.0%} of {what} {gid!r} is DEM nodata; the DEM does not cover it")
         if share > 0:
-            log.warning("%s: %.1f%% of %s %r is DEM nodata, filled from the nearest valid cells", source, 100 * share, what, gid)
+            log.warning(
+                "%s: %.1f%% of %s %r is DEM nodata, filled from the nearest valid cells", source, 100 * share, what, gid
+            )
 
 
 def split_complexes(
@@ -883,7 +955,9 @@ def split_complexes(
     return gpd.GeoDataFrame(rows, columns=["glacier_id", "complex_id", "area_km2", "geometry"], crs=grid.crs)
 
 
-def split_complex_raster(geom: shapely.Geometry, dem: np.ndarray, grid: Grid, params: KienholzParams) -> ComplexLabels | None:
+def split_complex_raster(
+    geom: shapely.Geometry, dem: np.ndarray, grid: Grid, params: KienholzParams
+) -> ComplexLabels | None:
     """Raster split of one complex on a region DEM (no voids); None if it covers no cell centre.
 
     The window is the complex's bounding box plus ``params.buffer_px + 1`` cells; where it
@@ -909,7 +983,9 @@ def _padded_window(array: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.
     return np.pad(sub, pad, mode="edge") if any(p for pair in pad for p in pair) else sub
 
 
-def _split_geometry(geom: shapely.Geometry, dem: np.ndarray, grid: Grid, params: KienholzParams) -> list[shapely.Geometry]:
+def _split_geometry(
+    geom: shapely.Geometry, dem: np.ndarray, grid: Grid, params: KienholzParams
+) -> list[shapely.Geometry]:
     result = split_complex_raster(geom, dem, grid, params)
     if result is None or result.labels.max() <= 1:
         return [geom]
@@ -1003,13 +1079,23 @@ def split_by_reference(
         cid = max(parts, key=lambda p: p[1].area)[0]
         ref_km2 = ref_area.get(gid, 0.0)
         area = geom.area / 1e6
-        rows.append({"glacier_id": gid, "complex_id": cid, "area_km2": area, "reference_area_km2": ref_km2,
-                     "area_change_km2": area - ref_km2, "geometry": geom})
+        rows.append(
+            {
+                "glacier_id": gid,
+                "complex_id": cid,
+                "area_km2": area,
+                "reference_area_km2": ref_km2,
+                "area_change_km2": area - ref_km2,
+                "geometry": geom,
+            }
+        )
     columns = ["glacier_id", "complex_id", "area_km2", "reference_area_km2", "area_change_km2", "geometry"]
     return gpd.GeoDataFrame(rows, columns=columns, crs=grid.crs)
 
 
-def _pieces_by_label(polygon: shapely.Geometry, labels: np.ndarray, transform: Affine, simplify_m: float) -> dict[int, shapely.Geometry]:
+def _pieces_by_label(
+    polygon: shapely.Geometry, labels: np.ndarray, transform: Affine, simplify_m: float
+) -> dict[int, shapely.Geometry]:
     """:func:`partition_polygon` keyed by label, for labels that may be missing or single."""
     present = np.unique(labels[labels > 0])
     if present.size == 0:
@@ -1061,8 +1147,15 @@ def divide_lines(glaciers: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             if not parts:
                 continue
             merged = shapely.line_merge(shapely.union_all(parts))
-            rows.append({"complex_id": cid, "glacier_id_1": gids[i], "glacier_id_2": gids[j],
-                         "length_m": merged.length, "geometry": merged})
+            rows.append(
+                {
+                    "complex_id": cid,
+                    "glacier_id_1": gids[i],
+                    "glacier_id_2": gids[j],
+                    "length_m": merged.length,
+                    "geometry": merged,
+                }
+            )
     columns = ["complex_id", "glacier_id_1", "glacier_id_2", "length_m", "geometry"]
     return gpd.GeoDataFrame(rows, columns=columns, crs=glaciers.crs)
 
@@ -1083,7 +1176,8 @@ def dissolve_complexes(outlines: gpd.GeoDataFrame, tolerance_m: float = 0.0) -> 
     members = [int(shapely.intersects(g, geoms).sum()) for g in parts]
     return gpd.GeoDataFrame(
         {"complex_id": [f"C{i + 1:04d}" for i in range(len(parts))], "n_members": members},
-        geometry=list(parts), crs=outlines.crs,
+        geometry=list(parts),
+        crs=outlines.crs,
     )
 
 
@@ -1094,7 +1188,11 @@ def match_glaciers(truth: gpd.GeoDataFrame, result: gpd.GeoDataFrame, truth_id: 
     of both areas. Returns one row per reference glacier: its id, area (km2), the best result
     glacier by overlap, the IoU with it, and ``recovered``.
     """
-    if truth.crs is None or result.crs is None or not CRS.from_user_input(truth.crs).equals(CRS.from_user_input(result.crs)):
+    if (
+        truth.crs is None
+        or result.crs is None
+        or not CRS.from_user_input(truth.crs).equals(CRS.from_user_input(result.crs))
+    ):
         raise CRSMismatchError("match_glaciers needs both frames in the same CRS")
     tgeoms = list(truth.geometry)
     rgeoms = list(result.geometry)
@@ -1111,13 +1209,15 @@ def match_glaciers(truth: gpd.GeoDataFrame, result: gpd.GeoDataFrame, truth_id: 
             continue
         rg = rgeoms[best]
         union = tg.area + rg.area - best_overlap
-        rows.append({
-            "truth_id": tid,
-            "area_km2": tg.area / 1e6,
-            "match_id": result["glacier_id"].iloc[best],
-            "iou": best_overlap / union,
-            "recovered": bool(best_overlap > 0.5 * tg.area and best_overlap > 0.5 * rg.area),
-        })
+        rows.append(
+            {
+                "truth_id": tid,
+                "area_km2": tg.area / 1e6,
+                "match_id": result["glacier_id"].iloc[best],
+                "iou": best_overlap / union,
+                "recovered": bool(best_overlap > 0.5 * tg.area and best_overlap > 0.5 * rg.area),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -1125,7 +1225,7 @@ def match_summary(matches: pd.DataFrame) -> dict[str, float]:
     """Recovered share and area-weighted IoU of a :func:`match_glaciers` table."""
     weights = matches["area_km2"].to_numpy()
     return {
-        "glaciers": int(len(matches)),
+        "glaciers": len(matches),
         "recovered": int(matches["recovered"].sum()),
         "recovered_share": float(matches["recovered"].mean()) if len(matches) else 0.0,
         "area_weighted_iou": float(np.average(matches["iou"], weights=weights)) if weights.sum() > 0 else 0.0,
@@ -1170,7 +1270,8 @@ def read_dem_region(
         left, bottom, right, top = src.bounds
         tol = 0.5 * abs(src.transform.a)
         outside = [
-            gid for gid, b in zip(ids or range(len(geoms)), in_dem.bounds.itertuples(index=False))
+            gid
+            for gid, b in zip(ids or range(len(geoms)), in_dem.bounds.itertuples(index=False))
             if b.minx < left - tol or b.miny < bottom - tol or b.maxx > right + tol or b.maxy > top + tol
         ]
         if outside:
@@ -1186,7 +1287,9 @@ def read_dem_region(
             if abs(abs(src.transform.a) - abs(src.transform.e)) > 1e-6 * abs(src.transform.a):
                 raise InvalidInputError(f"{path}: projected DEMs must have square cells (got {src.res})")
             b = in_dem.total_bounds
-            window = rasterio.windows.from_bounds(b[0] - margin_m, b[1] - margin_m, b[2] + margin_m, b[3] + margin_m, src.transform)
+            window = rasterio.windows.from_bounds(
+                b[0] - margin_m, b[1] - margin_m, b[2] + margin_m, b[3] + margin_m, src.transform
+            )
             window = _snap_window(window)
             data = src.read(1, window=window, boundless=True, fill_value=0).astype(np.float64)
             if nodata is not None:
@@ -1212,18 +1315,36 @@ def read_dem_region(
         window = rasterio.windows.from_bounds(*src_window_bounds, src.transform)
         window = _snap_window(window)
         pad = 2
-        window = rasterio.windows.Window(window.col_off - pad, window.row_off - pad, window.width + 2 * pad, window.height + 2 * pad)
-        source = src.read(1, window=window, boundless=True, fill_value=nodata if nodata is not None else -32768).astype(np.float64)
+        window = rasterio.windows.Window(
+            window.col_off - pad, window.row_off - pad, window.width + 2 * pad, window.height + 2 * pad
+        )
+        source = src.read(1, window=window, boundless=True, fill_value=nodata if nodata is not None else -32768).astype(
+            np.float64
+        )
         if nodata is not None:
             source[source == nodata] = np.nan
         inside = _inside_mask(src, window)
         source[~inside] = np.nan
         rasterio.warp.reproject(
-            source, data, src_transform=src.window_transform(window), src_crs=dem_crs,
-            dst_transform=grid.transform, dst_crs=target, src_nodata=np.nan, dst_nodata=np.nan,
+            source,
+            data,
+            src_transform=src.window_transform(window),
+            src_crs=dem_crs,
+            dst_transform=grid.transform,
+            dst_crs=target,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
             resampling=Resampling.bilinear,
         )
-        log.info("%s: reprojected %s window to %s at %.0f m (%d x %d cells)", path, dem_crs.to_string(), target, res, grid.width, grid.height)
+        log.info(
+            "%s: reprojected %s window to %s at %.0f m (%d x %d cells)",
+            path,
+            dem_crs.to_string(),
+            target,
+            res,
+            grid.width,
+            grid.height,
+        )
         return data, grid
 
 
@@ -1278,8 +1399,12 @@ def run_split(
     left, right = shapely.STRtree(frame.geometry.values).query(frame.geometry.values, predicate="overlaps")
     if (left < right).any():
         pairs = [(ids.iloc[i], ids.iloc[j]) for i, j in zip(left, right) if i < j][:3]
-        log.warning("%s: outlines overlap (e.g. %s); dissolve touching outlines into complexes first, "
-                    "or the glaciers written will overlap too", outlines_path, pairs)
+        log.warning(
+            "%s: outlines overlap (e.g. %s); dissolve touching outlines into complexes first, "
+            "or the glaciers written will overlap too",
+            outlines_path,
+            pairs,
+        )
     reference = None
     if method == "reference":
         reference = load_inventory(settings.reference, settings.id_column)
@@ -1296,7 +1421,9 @@ def run_split(
         else:
             ref_part = reference.to_crs(grid.crs)  # type: ignore[union-attr]
             ref_part = ref_part[ref_part.intersects(shapely.box(*grid.bounds))]
-            glaciers = split_by_reference(part, ref_part, dem, grid, id_column="complex_id", params=params, source=str(dem_path))
+            glaciers = split_by_reference(
+                part, ref_part, dem, grid, id_column="complex_id", params=params, source=str(dem_path)
+            )
         divides = divide_lines(glaciers)
         results.append((glaciers.to_crs("EPSG:4326"), divides.to_crs("EPSG:4326")))
         if progress is not None:
@@ -1312,7 +1439,9 @@ def run_split(
     counts = glaciers.groupby("complex_id").size()
     seconds = time.perf_counter() - started
     log.info("split %d complexes into %d glaciers in %.1f s -> %s", len(frame), len(glaciers), seconds, out)
-    return SplitResult(out, method, glaciers, divides, len(frame), len(glaciers), int((counts > 1).sum()), len(regions), seconds)
+    return SplitResult(
+        out, method, glaciers, divides, len(frame), len(glaciers), int((counts > 1).sum()), len(regions), seconds
+    )
 
 
 def _merge_across_regions(glaciers: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -1321,8 +1450,14 @@ def _merge_across_regions(glaciers: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     for gid, group in glaciers.groupby("glacier_id", sort=False):
         first = group.iloc[int(np.argmax(group["area_km2"].to_numpy()))]
         area = float(group["area_km2"].sum())
-        rows.append({**first.to_dict(), "area_km2": area, "area_change_km2": area - float(first["reference_area_km2"]),
-                     "geometry": _polygonal(shapely.union_all(group.geometry.values))})
+        rows.append(
+            {
+                **first.to_dict(),
+                "area_km2": area,
+                "area_change_km2": area - float(first["reference_area_km2"]),
+                "geometry": _polygonal(shapely.union_all(group.geometry.values)),
+            }
+        )
     return gpd.GeoDataFrame(rows, columns=list(glaciers.columns), crs=glaciers.crs)
 
 
@@ -1356,9 +1491,11 @@ __all__ = [
     "divide_lines",
     "fill_depressions",
     "fill_voids",
+    "flowsheds",
     "label_complex",
     "match_glaciers",
     "match_summary",
+    "merge_flowsheds",
     "outlets_naive",
     "outlets_within",
     "partition_polygon",

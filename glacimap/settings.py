@@ -235,6 +235,7 @@ class TrainSettings(BaseSettings):
     init: Path | None = None
     region: str | None = Field(None, description="region to train on (strategy regional)")
     patches_per_epoch: int = Field(512, ge=1, le=10_000_000)
+    margin_share: float = Field(0.0, ge=0.0, le=1.0, description="share of patches centred on glacier margins")
     lr: float = Field(5e-4, gt=0.0, le=1.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Device = "auto"

@@ -30,6 +30,7 @@ import numpy as np
 import safetensors
 import safetensors.torch
 import torch
+from scipy import ndimage
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -344,8 +345,21 @@ class _SampleSet:
         return out
 
 
+#: Half width of the band around the glacier outlines that ``margin_share`` samples from, pixels.
+MARGIN_PX = 10
+
+
+def margin_band(label: np.ndarray, valid: np.ndarray, width: int = MARGIN_PX) -> np.ndarray:
+    """Valid pixels within ``width`` pixels of a glacier outline, on either side of it."""
+    ice = label > 0
+    ring = ndimage.binary_dilation(ice, iterations=width) & ~ndimage.binary_erosion(ice, iterations=width)
+    return ring & valid
+
+
 class PatchDataset(Dataset):
-    """Random training patches centred on glaciers (``ice_share``) or on any valid pixel.
+    """Random training patches centred on glacier margins (``margin_share``: the hard places,
+    where snow patches touch the ice and termini retreat), on glaciers (``ice_share`` of the
+    rest) or on any valid pixel.
 
     Item ``i`` of epoch ``e`` is drawn from a generator seeded by (seed, e, i), so results do
     not depend on data-loader workers; call :meth:`set_epoch` before each epoch. Samples are
@@ -362,6 +376,7 @@ class PatchDataset(Dataset):
         length: int,
         *,
         ice_share: float = 0.7,
+        margin_share: float = 0.0,
         augment: AugmentConfig | None = None,
         location: LocationSpec | None = None,
         unseen_rate: float = 0.0,
@@ -369,17 +384,22 @@ class PatchDataset(Dataset):
     ):
         if length < 1:
             raise InvalidInputError(f"patches per epoch must be positive, got {length}")
-        if not 0.0 <= ice_share <= 1.0 or not 0.0 <= unseen_rate <= 1.0:
-            raise InvalidInputError("ice_share and unseen_rate must be in [0, 1]")
+        if not all(0.0 <= share <= 1.0 for share in (ice_share, margin_share, unseen_rate)):
+            raise InvalidInputError("ice_share, margin_share and unseen_rate must be in [0, 1]")
         self.set = _SampleSet(samples, sources, normalisation, patch, location)
         self.length = length
         self.ice_share = ice_share
+        self.margin_share = margin_share
         self.augment = augment
         self.unseen_rate = unseen_rate
         self.seed = seed
         self.epoch = 0
         self.valid_index = [np.flatnonzero(m) for m in self.set.masks]
         self.ice_index = [np.flatnonzero(m & (lab > 0)) for m, lab in zip(self.set.masks, self.set.labels)]
+        self.margin_index = (
+            [np.flatnonzero(margin_band(lab, m)) for m, lab in zip(self.set.masks, self.set.labels)]
+            if margin_share > 0 else [np.empty(0, dtype=np.int64)] * len(self.valid_index)
+        )
         weights = np.array([v.size for v in self.valid_index], dtype=np.float64)
         if weights.sum() == 0:
             raise InvalidInputError("no sample has a single valid pixel to train on")
@@ -394,7 +414,12 @@ class PatchDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(item)])
         index = int(rng.choice(len(self.weights), p=self.weights))
-        pool = self.ice_index[index] if self.ice_index[index].size and rng.random() < self.ice_share else self.valid_index[index]
+        if self.margin_share > 0 and self.margin_index[index].size and rng.random() < self.margin_share:
+            pool = self.margin_index[index]
+        elif self.ice_index[index].size and rng.random() < self.ice_share:
+            pool = self.ice_index[index]
+        else:
+            pool = self.valid_index[index]
         flat = int(pool[rng.integers(pool.size)])
         width = self.set.labels[index].shape[1]
         row, col = divmod(flat, width)
@@ -460,6 +485,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     aux_weight: float = 1.0
     ice_share: float = 0.7
+    #: share of patches centred within MARGIN_PX of a glacier outline (before ice_share applies)
+    margin_share: float = 0.0
     unseen_rate: float = 0.1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     grad_clip: float | None = None
@@ -1015,7 +1042,8 @@ def _training_summary(
         folds=folds,
         fold=fold,
         seed=config.seed,
-        details={"patch": config.patch, "batch_size": config.batch_size, "lr": config.lr},
+        details={"patch": config.patch, "batch_size": config.batch_size, "lr": config.lr,
+                 "patches_per_epoch": config.patches_per_epoch, "margin_share": config.margin_share},
     )
 
 
@@ -1060,7 +1088,7 @@ def train_model(
                               normalisation_method=normalisation_method)
     train_ds = PatchDataset(
         setup.train_samples, setup.sources, setup.stats, setup.config.patch, setup.config.patches_per_epoch,
-        ice_share=setup.config.ice_share, augment=setup.config.augment, location=setup.location,
+        ice_share=setup.config.ice_share, margin_share=setup.config.margin_share, augment=setup.config.augment, location=setup.location,
         unseen_rate=setup.config.unseen_rate if setup.location is not None and setup.location.kind == "region" else 0.0,
         seed=setup.config.seed,
     )
@@ -1288,7 +1316,8 @@ def run_train(settings: Any, progress: Callable[[TrainProgress], None] | None = 
     samples = samples_from_workspace(settings.work, settings.year)
     config = TrainConfig(
         epochs=settings.epochs, batch_size=settings.batch_size, patch=settings.patch,
-        patches_per_epoch=settings.patches_per_epoch, lr=settings.lr, device=settings.device,
+        patches_per_epoch=settings.patches_per_epoch, margin_share=settings.margin_share, lr=settings.lr,
+        device=settings.device,
         precision=settings.precision, seed=settings.seed,
     )
     out = Path(settings.out)

@@ -56,11 +56,12 @@ def test_area_change_on_an_unseen_world(unseen_world_demo) -> None:
     assert result.median_abs_error < 0.5, summary  # issue 8's per-glacier target
     assert result.rate_pred < 0 and abs(result.rate_pred - result.rate_truth) < 0.6, summary
     for year in (2015, 2023):
-        assert result.iou[year] >= 0.87, summary
+        assert result.iou[year] >= 0.88, summary
 
 
 @pytest.mark.xfail(strict=True, reason="issues 8/9: loss under-estimated by ~0.4 %/a (seasonal snow mapped as ice on "
-                   "ground deglaciated since 2015, debris missed) and IoU 0.89-0.91; targets 0.2 %/a and 0.90")
+                   "ground deglaciated since 2015, debris-covered termini missed) and IoU 0.893 in 2023; targets "
+                   "0.2 %/a and 0.90")
 def test_issue_targets_on_an_unseen_world(unseen_world_demo) -> None:
     result = unseen_world_demo
     assert abs(result.rate_pred - result.rate_truth) < 0.2

@@ -60,11 +60,12 @@ def _fetch_world(seed: int, size_m: float, root: Path) -> list[Any]:
 
 def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS, size_m: float = 10_000.0,
                      epochs: int = 30, patches_per_epoch: int = 256, patch: int = 128, seed: int = 0,
-                     export_only: bool = False) -> Any:
+                     export_only: bool = False, init: Path | None = None, margin_share: float = 0.0,
+                     lr: float = 1e-3) -> Any:
     """Build the training set from synthetic worlds and train ``glavitu-s`` (see module docstring).
 
     With ``export_only``, the best checkpoint of an interrupted run with the same arguments is
-    exported instead.
+    exported instead. With ``init``, the model is fine-tuned from those weights at ``lr``.
     """
     from glacimap.train import TrainConfig, export_best_checkpoint, train_model
 
@@ -74,12 +75,15 @@ def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS
         samples += _fetch_world(world_seed, size_m, root)
     log.info("%d labelled chips from %d worlds in %.0f s", len(samples), len(seeds), time.perf_counter() - started)
     config = TrainConfig(epochs=epochs, batch_size=8, patch=patch, patches_per_epoch=patches_per_epoch,
-                         lr=1e-3, seed=seed, device="auto")
+                         lr=lr, finetune_lr=lr, margin_share=margin_share, seed=seed, device="auto")
+    strategy = "finetune" if init is not None else "global"
     if export_only:
+        if init is not None:
+            raise SystemExit("--export-only re-derives normalisation from the samples; it cannot export a fine-tuned run")
         return export_best_checkpoint(samples, out, root / "checkpoints", model="glavitu-s", config=config,
                                       folds=5, fold=0, overwrite=True)
-    return train_model(samples, out, model="glavitu-s", strategy="global", config=config, folds=5, fold=0,
-                       checkpoint_dir=root / "checkpoints", overwrite=True,
+    return train_model(samples, out, model="glavitu-s", strategy=strategy, config=config, folds=5, fold=0,
+                       init=init, checkpoint_dir=root / "checkpoints", overwrite=True,
                        progress=_log_progress)
 
 
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patches-per-epoch", type=int, default=256)
     parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--init", type=Path, default=None, help="fine-tune from these weights (strategy finetune)")
+    parser.add_argument("--margin-share", type=float, default=0.0,
+                        help="share of patches centred on glacier margins (where snow patches touch the ice)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (also the fine-tuning rate)")
     parser.add_argument("--export-only", action="store_true",
                         help="export the best checkpoint of an interrupted run with the same arguments")
     parser.add_argument("--assess-seed", type=int, default=None,
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(scores, indent=1, default=str) + "\n")
         return 0
     result = train_demo_model(args.out, args.root, tuple(args.seeds), args.size, args.epochs,
-                              args.patches_per_epoch, args.patch, export_only=args.export_only)
+                              args.patches_per_epoch, args.patch, export_only=args.export_only,
+                              init=args.init, margin_share=args.margin_share, lr=args.lr)
     if args.export_only:
         log.info("exported %s (validation %s)", args.out, result.validation)
         return 0

@@ -24,6 +24,7 @@ from glacimap.train import (
     cosine_warm_restarts,
     fit,
     geographic_folds,
+    margin_band,
     mean_normalised_entropy,
     rasterise_labels,
     read_checkpoint,
@@ -121,6 +122,28 @@ def test_patch_dataset_items_masks_and_determinism() -> None:
     assert not train.set.masks[0][10:12, 10:12].any() and not train.set.masks[0][:4].any()
     ice_only = PatchDataset([sample], SOURCES, train.set.normalisation, 16, 20, ice_share=1.0)
     assert all(bool(ice_only[i]["label"].any()) for i in range(20))
+
+
+def test_margin_band_and_margin_sampling() -> None:
+    label = np.zeros((40, 40), dtype=np.int64)
+    label[10:30, 10:30] = 1
+    valid = np.ones_like(label, dtype=bool)
+    band = margin_band(label, valid, width=3)
+    assert band[10, 20] and band[7, 20] and band[12, 20]  # on, outside and inside the edge
+    assert not band[20, 20] and not band[0, 0] and not band[6, 20] and not band[13, 20]
+    assert not margin_band(label, np.zeros_like(valid)).any()
+    sample = make_sample(0, size=240)  # an ellipse of 70-140 px on rock
+    stats = compute_normalisation([sample.bands], [sample.loss_mask(BANDS)])
+
+    def mixed(dataset: PatchDataset) -> int:
+        items = [dataset[i] for i in range(len(dataset))]
+        return sum(bool(it["label"].any()) and not bool(it["label"][it["mask"]].all()) for it in items)
+
+    # a 48 px patch centred within 10 px (+ 12 px jitter) of the outline always holds both classes
+    assert mixed(PatchDataset([sample], SOURCES, stats, 48, 60, margin_share=1.0, seed=3)) == 60
+    assert mixed(PatchDataset([sample], SOURCES, stats, 48, 60, margin_share=0.0, seed=3)) <= 45
+    with pytest.raises(InvalidInputError, match="margin_share"):
+        PatchDataset([sample], SOURCES, stats, 8, 4, margin_share=1.5)
 
 
 def test_tile_dataset_covers_samples_with_masked_padding() -> None:
