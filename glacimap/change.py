@@ -45,7 +45,13 @@ from pyogrio.errors import DataSourceError
 from pyproj import CRS
 
 from glacimap import __version__
-from glacimap.errors import CRSMismatchError, InputNotFoundError, InvalidInputError, OutputExistsError
+from glacimap.errors import (
+    CRSMismatchError,
+    InputNotFoundError,
+    InvalidInputError,
+    NotImplementedYetError,
+    OutputExistsError,
+)
 from glacimap.inventory import detect_id_column
 from glacimap.settings import ChangeSettings
 from glacimap.vectors import read_layer, write_layers
@@ -944,6 +950,12 @@ def read_workspace_inputs(
     workspace: Workspace, year_from: int, year_to: int, year_column: str = "year"
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, dict[str, Any]]:
     """Outlines of both years and the reference inventory of a workspace."""
+    if workspace.aoi.exists() and not workspace.inventory.exists():
+        raise NotImplementedYetError(
+            f"{workspace.root} is a wall-to-wall (fetch --aoi) workspace: its glaciers get new ids each year, "
+            "and matching them between years is not implemented yet; compare the regional totals of "
+            "outlines/{year}.gpkg, or map both years against an inventory (fetch --inventory)"
+        )
     frames = []
     for year in (year_from, year_to):
         path = workspace.outlines(year)

@@ -30,6 +30,7 @@ from glacimap.errors import (
     CRSMismatchError,
     InputNotFoundError,
     InvalidInputError,
+    NotImplementedYetError,
     OutputExistsError,
 )
 from glacimap.settings import ChangeSettings, resolve_settings
@@ -407,3 +408,9 @@ def test_svalbard_outlines_match_a_hand_computation(tmp_path: Path, year_from: i
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["inputs"]["id_column"] == "name" and summary["inputs"]["year_column"] == "year"
     assert summary["regional"]["rate_sigma_km2_a"] is None
+
+
+def test_wall_to_wall_workspace_is_refused_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "aoi.json").write_text("{}")
+    with pytest.raises(NotImplementedYetError, match="wall-to-wall"):
+        run_change(ChangeSettings(work=tmp_path, year_from=2015, year_to=2023))
