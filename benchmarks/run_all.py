@@ -42,7 +42,7 @@ from glacimap.errors import GlacimapError
 from glacimap.workspace import write_json_atomic, write_text_atomic
 
 #: Benchmarks the project expects; a missing one is reported, not an error.
-EXPECTED = ("bench_divides", "bench_fetch", "bench_models", "bench_predict", "bench_synthetic")
+EXPECTED = ("bench_divides", "bench_fetch", "bench_models", "bench_predict", "bench_synthetic", "bench_velocity")
 #: Quick settings for benchmarks whose command line has no ``--quick``.
 QUICK_FALLBACK: dict[str, list[str]] = {
     "bench_models": ["--repeats", "1"],

@@ -32,6 +32,7 @@ from glacimap.settings import (
     PredictSettings,
     SplitSettings,
     TrainSettings,
+    VelocitySettings,
     resolve_settings,
 )
 
@@ -517,6 +518,55 @@ def _print_evaluation(report: Any) -> None:
     from glacimap.metrics import format_table
 
     typer.echo(format_table(report))
+
+
+@app.command()
+def velocity(
+    image_a: Annotated[Optional[Path], typer.Option("--image-a", help="First image (file form; single band, or pick one with --band).")] = None,
+    image_b: Annotated[Optional[Path], typer.Option("--image-b", help="Second image, on the first one's grid (file form).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (file form): velocity.tif, velocity.png, velocity.json.")] = None,
+    from_date: Annotated[Optional[str], typer.Option("--from-date", help="Date of the first image YYYY-MM-DD. \\[default: the file's tags or MTL]")] = None,
+    to_date: Annotated[Optional[str], typer.Option("--to-date", help="Date of the second image YYYY-MM-DD. \\[default: the file's tags or MTL]")] = None,
+    sensor: Annotated[Optional[str], typer.Option("--sensor", help="s2 or landsat (workspace form). \\[default: s2]")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="ncc (template matching); raft is not implemented yet. \\[default: ncc]")] = None,
+    template: Annotated[Optional[int], typer.Option("--template", help="Template side, pixels. \\[default: 32]")] = None,
+    step: Annotated[Optional[int], typer.Option("--step", help="Spacing of the points, pixels. \\[default: 16]")] = None,
+    band: Annotated[Optional[str], typer.Option("--band", help="nir or pan: the band tracked in multi-band files.")] = None,
+    preprocess: Annotated[Optional[str], typer.Option("--preprocess", help="orientation (GIV) or gradient images. \\[default: orientation]")] = None,
+    max_speed: Annotated[Optional[float], typer.Option("--max-speed", help="Largest speed searched, m/a. \\[default: 10000]")] = None,
+    min_quality: Annotated[Optional[float], typer.Option("--min-quality", help="Smallest normalised cross-correlation peak kept. \\[default: 0.3]")] = None,
+    median_size: Annotated[Optional[int], typer.Option("--median-size", help="Neighbourhood of the median outlier test, points (odd). \\[default: 9]")] = None,
+    smooth: Annotated[Optional[int], typer.Option("--smooth", help="Median smoothing of the field, points (odd; 1: none). \\[default: 3]")] = None,
+    coregister: Annotated[Optional[bool], typer.Option("--coregister/--no-coregister", help="Remove the median displacement of stable ground (co-registration); on unless --no-coregister.")] = None,
+    stable: Annotated[Optional[Path], typer.Option("--stable", help="Stable-ground (bedrock) polygons for the error estimate and co-registration (otherwise: off-glacier points, with --inventory).")] = None,
+    inventory: Annotated[Optional[Path], typer.Option("--inventory", help="Glacier outlines: flow kept on them plus --glacier-buffer.")] = None,
+    glacier_buffer: Annotated[Optional[float], typer.Option("--glacier-buffer", help="Metres around the outlines where flow is kept. \\[default: 200]")] = None,
+    work: Work = None,
+    config: Config = None,
+    scheduler: Scheduler = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="FFT threads. \\[default: one per core]")] = None,
+    overwrite: Overwrite = None,
+    debug: Debug = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Glacier surface velocity by feature tracking between two images (m/a, with errors).
+
+    File form: --image-a A.tif --image-b B.tif --out DIR on any co-registered pair (same CRS,
+    pixel size and lattice). Writes a COG (vx, vy, speed, quality, valid), a quick-look PNG
+    and a JSON summary with the stable-ground error (median and NMAD of speed).
+    """
+    _execute(VelocitySettings, dict(locals()), _run_velocity, _print_velocity)
+
+
+def _run_velocity(settings: VelocitySettings) -> Any:
+    from glacimap.velocity import run_velocity
+
+    return run_velocity(settings)
+
+
+def _print_velocity(result: Any) -> None:
+    typer.echo(f"{result.headline()}\noutput: {result.out_dir}")
 
 
 @app.command()

@@ -272,6 +272,44 @@ class EvaluateSettings(BaseSettings):
     out: Path | None = None
 
 
+class VelocitySettings(BaseSettings):
+    """``glacimap velocity``: glacier surface velocity by feature tracking between two images."""
+
+    command: ClassVar[str] = "velocity"
+    image_a: Path | None = Field(None, description="first image (file form)")
+    image_b: Path | None = Field(None, description="second image, on the first one's grid (file form)")
+    out: Path | None = Field(None, description="output folder (file form)")
+    from_date: dt.date | None = Field(None, description="date of the first acquisition")
+    to_date: dt.date | None = Field(None, description="date of the second acquisition")
+    sensor: Literal["s2", "landsat"] = "s2"
+    method: Literal["ncc", "raft"] = "ncc"
+    band: Literal["nir", "pan"] | None = Field(None, description="band to track in multi-band files")
+    template: int = Field(32, ge=8, le=512, description="template side, pixels")
+    step: int = Field(16, ge=1, le=512, description="spacing of the points, pixels")
+    preprocess: Literal["orientation", "gradient"] = "orientation"
+    max_speed: float = Field(10_000.0, gt=0.0, le=100_000.0, description="largest speed searched, m/a")
+    min_quality: float = Field(0.3, ge=-1.0, le=1.0, description="smallest NCC peak kept")
+    median_size: int = Field(9, ge=3, le=51, description="median test neighbourhood, points")
+    smooth: int = Field(3, ge=1, le=51, description="median smoothing of the field, points (1: none)")
+    coregister: bool = Field(True, description="remove the median stable-ground displacement")
+    stable: Path | None = Field(None, description="stable-ground (bedrock) polygons")
+    inventory: Path | None = Field(None, description="glacier outlines: flow kept on them + glacier_buffer")
+    glacier_buffer: float = Field(200.0, ge=0.0, le=50_000.0, description="metres around the outlines")
+
+    @model_validator(mode="after")
+    def _dates_and_sources(self) -> VelocitySettings:
+        if self.from_date is not None and self.to_date is not None and self.from_date >= self.to_date:
+            raise ValueError(f"--from-date ({self.from_date}) must be before --to-date ({self.to_date})")
+        if (self.image_a is None) != (self.image_b is None):
+            raise ValueError("give both image_a and image_b (file form), or neither (workspace form)")
+        if self.image_a is not None and self.out is None:
+            raise ValueError("the file form (image_a, image_b) needs out (an output folder)")
+        for name in ("median_size", "smooth"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd, got {getattr(self, name)}")
+        return self
+
+
 class DemoSettings(BaseSettings):
     """``glacimap demo``: the whole chain on the synthetic world, offline."""
 
@@ -296,6 +334,7 @@ SETTINGS_BY_COMMAND: dict[str, type[BaseSettings]] = {
         CalibrateSettings,
         EvaluateSettings,
         DemoSettings,
+        VelocitySettings,
     )
 }
 

@@ -16,7 +16,7 @@ from glacimap.cli import app
 from glacimap.runlog import MaskCredentials, mask_secrets, mask_text, mask_url
 
 runner = CliRunner()
-COMMANDS = ["fetch", "predict", "outlines", "split", "change", "train", "calibrate", "evaluate", "demo"]
+COMMANDS = ["fetch", "predict", "outlines", "split", "change", "train", "calibrate", "evaluate", "velocity", "demo"]
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -174,6 +174,7 @@ def test_help_defaults_match_settings(command: str) -> None:
         ["train", "--year", "2015", "--out", "m.safetensors", "--epochs", "1"],
         ["calibrate", "--year", "2015", "--model", "missing.safetensors"],
         ["evaluate", "--pred", "missing.gpkg", "--ref", "missing.gpkg"],
+        ["velocity", "--image-a", "missing.tif", "--image-b", "missing.tif", "--out", "o"],
     ],
 )
 def test_every_command_reaches_its_stage(tmp_path: Path, args: list[str]) -> None:
