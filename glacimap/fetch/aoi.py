@@ -40,17 +40,16 @@ from rasterio.warp import transform_bounds
 from glacimap.errors import InvalidInputError, NotImplementedYetError, OutputExistsError
 from glacimap.fetch.chips import (
     MAX_DEM_VOID,
-    SELECTION_TAG,
     FetchParams,
     _sar_layers,
     chip_layers,
-    json_default,
     mosaic_dem,
     project,
     rank_of,
     reflectance,
     scene_masks,
     score_scene,
+    write_chip,
 )
 from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene, acquisition_key, mosaic_scene
 from glacimap.fetch.profiles import OPTICAL_BANDS
@@ -58,7 +57,7 @@ from glacimap.fetch.read import gdal_env
 from glacimap.fetch.search import footprint_coverage
 from glacimap.fetch.select import selection_key
 from glacimap.parallel import Task, TaskOutcome
-from glacimap.rasters import Grid, utm_crs, write_cog
+from glacimap.rasters import Grid, utm_crs
 from glacimap.settings import FetchSettings
 from glacimap.workspace import Workspace, write_json_atomic
 
@@ -425,15 +424,7 @@ def assemble_tile(
         "dem_scene_ids": dem_ids,
         "candidates": candidate_rows,
     }
-    write_cog(
-        output,
-        np.stack(layers).astype(np.float32),
-        grid,
-        names,
-        nodata=float("nan"),
-        tags={SELECTION_TAG: json.dumps(record, default=json_default)},
-    )
-    return record
+    return write_chip(output, layers, names, grid, record)
 
 
 def build_tile(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -327,15 +327,7 @@ def assemble_chip(
         "dem_scene_ids": dem_ids,
         "candidates": [asdict(s) | {"rank": rank_of(s, ranked)} for s in scores],
     }
-    write_cog(
-        output,
-        np.stack(layers).astype(np.float32),
-        grid,
-        names,
-        nodata=float("nan"),
-        tags={SELECTION_TAG: json.dumps(record, default=json_default)},
-    )
-    return record
+    return write_chip(output, layers, names, grid, record)
 
 
 def chip_layers(
@@ -365,6 +357,19 @@ def chip_layers(
     layers.append(valid.astype(np.float32))
     names.append("valid")
     return layers, names, sar_ids, dem_filled
+
+
+def write_chip(output: Path, layers: list[np.ndarray], names: list[str], grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a chip COG (float32, NaN no data) with its selection record as a tag; the record."""
+    write_cog(
+        output,
+        np.stack(layers).astype(np.float32),
+        grid,
+        names,
+        nodata=float("nan"),
+        tags={SELECTION_TAG: json.dumps(record, default=json_default)},
+    )
+    return record
 
 
 def build_chip(job: GlacierJob, params: FetchParams, output: Path) -> dict[str, Any]:
