@@ -121,3 +121,16 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def write_result(name: str, data: dict[str, Any], path: Path | None = None) -> Path:
     """Write a benchmark's result atomically to ``path`` (default ``benchmarks/out/NAME.json``)."""
     return write_json_atomic(path or OUT_DIR / f"{name}.json", data)
+
+
+def print_and_write(name: str, result: dict[str, Any], path: Path | None = None, notes: Sequence[str] = ()) -> Path:
+    """Print a benchmark result (machine, tables, notes, summary) and write its JSON."""
+    print(machine_line(result["machine"]))
+    for table in result["tables"]:
+        print(f"\n{table['title']}\n{text_table(table['columns'], table['rows'])}")
+    for note in notes:
+        print(f"\n{note}")
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in result["summary"].items()))
+    written = write_result(name, result, path)
+    print(f"\nwrote {written}")
+    return written

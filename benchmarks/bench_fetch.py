@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported by path
 
-from _common import OUT_DIR, machine_info, machine_line, text_table, write_result
+from _common import OUT_DIR, machine_info, print_and_write
 
 NAME = "bench_fetch"
 YEAR = 2023
@@ -519,12 +519,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         total = sum(row["bytes"] for row in phases["rows"])
         phases["bytes_total"] = total
         phases["same_bytes_as_1_worker_run"] = bool(one is not None and total == one["bytes_served"])
-    print(machine_line(result["machine"]))
-    for table in result["tables"]:
-        print(f"\n{table['title']}\n{text_table(table['columns'], table['rows'])}")
-    print("\n" + "\n".join(f"{k}: {v}" for k, v in result["summary"].items()))
-    path = write_result(NAME, result, args.json)
-    print(f"\nwrote {path}")
+    print_and_write(NAME, result, args.json)
     return result
 
 

@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported by path
 
-from _common import OUT_DIR, machine_info, machine_line, text_table, write_result
+from _common import OUT_DIR, machine_info, print_and_write
 
 NAME = "bench_predict"
 YEAR = 2023
@@ -560,14 +560,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         quiet.setLevel(level)
     result["summary"] = summary(result)
     result["tables"] = tables(result)
-    print(machine_line(result["machine"]))
-    for table in result["tables"]:
-        print(f"\n{table['title']}\n{text_table(table['columns'], table['rows'])}")
-    if result.get("throughput", {}).get("monai_note"):
-        print(f"\n{result['throughput']['monai_note']}")
-    print("\n" + "\n".join(f"{k}: {v}" for k, v in result["summary"].items()))
-    path = write_result(NAME, result, args.json)
-    print(f"\nwrote {path}")
+    note = result.get("throughput", {}).get("monai_note")
+    print_and_write(NAME, result, args.json, [note] if note else [])
     return result
 
 

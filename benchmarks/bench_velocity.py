@@ -43,7 +43,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from _common import OUT_DIR, ROOT, machine_info, machine_line, text_table, write_result
+from _common import OUT_DIR, ROOT, machine_info, print_and_write
 
 from glacimap.rasters import Grid
 from glacimap.velocity import (
@@ -320,12 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["summary"]["baseline_rock_median_m_per_a"] = result["baseline"]["raw"]["speed_median"]
         result["summary"]["baseline_rock_nmad_m_per_a"] = result["baseline"]["raw"]["speed_nmad"]
     result["tables"] = tables(result)
-    print(machine_line(result["machine"]))
-    for table in result["tables"]:
-        print(f"\n{table['title']}\n{text_table(table['columns'], table['rows'])}")
-    print("\n" + "\n".join(f"{k}: {v}" for k, v in result["summary"].items()))
-    path = write_result(NAME, result, args.json)
-    print(f"\nwrote {path}")
+    print_and_write(NAME, result, args.json)
     return result
 
 
