@@ -14,7 +14,7 @@ from pyproj import Transformer
 from rasterio.warp import transform_bounds
 
 from glacimap.errors import InputNotFoundError, InvalidInputError, OutputExistsError
-from glacimap.fetch.aoi import AoiPlan, aoi_path
+from glacimap.fetch.aoi import AoiPlan
 from glacimap.fetch.chips import SELECTION_TAG
 from glacimap.outlines import run_outlines
 from glacimap.rasters import Grid, write_cog
@@ -43,7 +43,7 @@ def make_workspace(
     grid = _grid(*probability.shape)
     plan = AoiPlan.from_grid(transform_bounds(CRS, "EPSG:4326", *grid.bounds), grid, tile_px)
     ws = Workspace(root)
-    write_json_atomic(aoi_path(ws), plan.to_dict())
+    write_json_atomic(ws.aoi, plan.to_dict())
     rows = []
     for k, tile in enumerate(plan.tiles):
         window = plan.window(tile)

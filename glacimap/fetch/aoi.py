@@ -63,7 +63,7 @@ from glacimap.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-AOI_FILE = "aoi.json"
+AOI_FILE = "aoi.json"  # the name of Workspace.aoi, for messages
 AOI_FORMAT = "glacimap-aoi"
 AOI_FORMAT_VERSION = 1
 #: Largest number of tiles one AOI may have (beyond it: a larger --aoi-tile, or several AOIs).
@@ -204,14 +204,9 @@ def plan_aoi(
     )
 
 
-def aoi_path(workspace: Workspace) -> Path:
-    """``W/aoi.json``."""
-    return workspace.aoi
-
-
 def load_aoi(workspace: Workspace) -> AoiPlan | None:
     """The workspace's AOI plan, or None when it was not fetched with ``--aoi``."""
-    path = aoi_path(workspace)
+    path = workspace.aoi
     if not path.exists():
         return None
     try:
@@ -228,7 +223,7 @@ def claim_workspace(plan: AoiPlan, workspace: Workspace, overwrite: bool) -> Pat
             f"{workspace.root} holds an inventory-mode run ({workspace.inventory}); fetch --aoi needs "
             "a workspace of its own: use another --work folder or pass --overwrite"
         )
-    path = aoi_path(workspace)
+    path = workspace.aoi
     existing = load_aoi(workspace)
     if existing is not None and existing.same_area(plan):
         return path
@@ -510,7 +505,6 @@ __all__ = [
     "AoiPlan",
     "AoiTile",
     "aoi_composite",
-    "aoi_path",
     "assemble_tile",
     "build_tile",
     "claim_workspace",

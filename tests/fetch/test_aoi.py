@@ -20,7 +20,6 @@ from glacimap.fetch import MANIFEST_COLUMNS, FetchResult, run_fetch
 from glacimap.fetch.aoi import (
     AoiPlan,
     aoi_composite,
-    aoi_path,
     assemble_tile,
     claim_workspace,
     load_aoi,
@@ -92,7 +91,7 @@ def test_too_many_tiles_is_an_error_naming_the_aoi(tmp_path: Path) -> None:
         run_fetch(
             FetchSettings(aoi="10,46,11,47", year=YEAR, aoi_tile=1000, work=tmp_path, stac_url="http://127.0.0.1:9")
         )
-    assert not aoi_path(Workspace(tmp_path)).exists()
+    assert not Workspace(tmp_path).aoi.exists()
 
 
 def test_aoi_outside_the_catalogue_is_an_error(world_server, tmp_path: Path) -> None:
