@@ -37,7 +37,7 @@ from glacimap.fetch.harmonise import (
 from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene
 from glacimap.fetch.profiles import OPTICAL_BANDS
 from glacimap.fetch.read import gdal_env, read_to_grid
-from glacimap.fetch.select import eligibility, rank_candidates
+from glacimap.fetch.select import candidate_score, rank_candidates
 from glacimap.rasters import RESAMPLING, Grid, fill_voids, utm_crs, write_cog
 
 log = logging.getLogger(__name__)
@@ -165,16 +165,8 @@ def score_scene(scene: Scene, job: GlacierJob, outline: shapely.Geometry, params
         index = ndsi(reflectance(scene, "green", grid), reflectance(scene, "swir16", grid))[clear_ring]
         if np.isfinite(index).any():
             snow = float(np.nanmean(index))
-    return CandidateScore(
-        glacier_id=job.glacier_id,
-        scene_id=scene.id,
-        coverage=round(coverage, 4),
-        cloud_fraction=round(cloud_fraction, 4),
-        snow_index=round(snow, 4) if np.isfinite(snow) else snow,
-        tile_cloud=scene.tile_cloud if scene.tile_cloud is not None else float("inf"),
-        days_from_target=(scene.datetime.date() - params.target).days,
-        rejected=eligibility(coverage, cloud_fraction, params.min_coverage, params.max_cloud),
-    )
+    return candidate_score(job.glacier_id, scene, scene.datetime.date(), coverage, cloud_fraction, snow,
+                           params.target, params.min_coverage, params.max_cloud)
 
 
 def _optical_layers(scene: Scene, grid: Grid) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 
-from glacimap.fetch.plan import CandidateScore
+from glacimap.fetch.plan import CandidateScore, Scene
 
 CLOUD_PRECISION = 0.01
 SNOW_PRECISION = 0.05
@@ -48,6 +49,32 @@ def eligibility(coverage: float, cloud_fraction: float, min_coverage: float, max
     if cloud_fraction > max_cloud:
         return f"cloud {cloud_fraction:.2f} > {max_cloud:.2f}"
     return None
+
+
+def candidate_score(
+    glacier_id: str,
+    scene: Scene,
+    day: date,
+    coverage: float,
+    cloud_fraction: float,
+    snow_index: float,
+    target: date,
+    min_coverage: float,
+    max_cloud: float,
+    rejected: str | None = None,
+) -> CandidateScore:
+    """A candidate's score as every backend records it: fractions to 4 decimals, unknown tile
+    cloud as infinity, and the eligibility reason unless ``rejected`` already gives one."""
+    return CandidateScore(
+        glacier_id=glacier_id,
+        scene_id=scene.id,
+        coverage=round(coverage, 4),
+        cloud_fraction=round(cloud_fraction, 4),
+        snow_index=round(snow_index, 4) if math.isfinite(snow_index) else snow_index,
+        tile_cloud=scene.tile_cloud if scene.tile_cloud is not None else float("inf"),
+        days_from_target=(day - target).days,
+        rejected=rejected or eligibility(coverage, cloud_fraction, min_coverage, max_cloud),
+    )
 
 
 def rank_candidates(scores: Sequence[CandidateScore]) -> list[CandidateScore]:

@@ -78,7 +78,7 @@ from glacimap.fetch.harmonise import (
 from glacimap.fetch.plan import CandidateScore, GlacierJob, Scene
 from glacimap.fetch.profiles import OPTICAL_BANDS, Sensor
 from glacimap.fetch.search import footprint_coverage
-from glacimap.fetch.select import eligibility
+from glacimap.fetch.select import candidate_score
 from glacimap.parallel import Task, TaskOutcome
 from glacimap.rasters import Grid
 from glacimap.settings import FetchSettings
@@ -761,16 +761,8 @@ def score_acquisition(
         cloud = stats.mean if stats.valid and math.isfinite(stats.mean) else 1.0
     ring = ring_stats.get(day)
     snow = ring.mean if ring is not None and not ring.error and ring.valid else math.nan
-    return CandidateScore(
-        glacier_id=job.glacier_id,
-        scene_id=scene.id,
-        coverage=round(coverage, 4),
-        cloud_fraction=round(cloud, 4),
-        snow_index=round(snow, 4) if math.isfinite(snow) else snow,
-        tile_cloud=scene.tile_cloud if scene.tile_cloud is not None else float("inf"),
-        days_from_target=(day - params.target).days,
-        rejected=rejected or eligibility(coverage, cloud, params.min_coverage, params.max_cloud),
-    )
+    return candidate_score(job.glacier_id, scene, day, coverage, cloud, snow, params.target, params.min_coverage,
+                           params.max_cloud, rejected)
 
 
 def score_candidates(
