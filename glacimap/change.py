@@ -49,7 +49,6 @@ from glacimap.errors import (
     CRSMismatchError,
     InputNotFoundError,
     InvalidInputError,
-    NotImplementedYetError,
     OutputExistsError,
 )
 from glacimap.inventory import detect_id_column
@@ -951,11 +950,7 @@ def read_workspace_inputs(
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, dict[str, Any]]:
     """Outlines of both years and the reference inventory of a workspace."""
     if workspace.aoi.exists() and not workspace.inventory.exists():
-        raise NotImplementedYetError(
-            f"{workspace.root} is a wall-to-wall (fetch --aoi) workspace: its glaciers get new ids each year, "
-            "and matching them between years is not implemented yet; compare the regional totals of "
-            "outlines/{year}.gpkg, or map both years against an inventory (fetch --inventory)"
-        )
+        return read_wall_inputs(workspace, year_from, year_to)
     frames = []
     for year in (year_from, year_to):
         path = workspace.outlines(year)
@@ -977,6 +972,48 @@ def read_workspace_inputs(
         "id_column": "glacier_id",
     }
     return frames[0], frames[1], inventory, inputs
+
+
+#: Reach (metres) of a start-year glacier's territory in a wall-to-wall workspace: the default
+#: ``territory_buffer`` of ``glacimap outlines``.
+WALL_REACH_M = 200.0
+
+
+def read_wall_inputs(
+    workspace: Workspace, year_from: int, year_to: int, reach_m: float = WALL_REACH_M
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, dict[str, Any]]:
+    """Both years of a wall-to-wall (``fetch --aoi``) workspace on the start year's glaciers.
+
+    Each year's outlines carry new ids, so the start year's outlines are the reference: the end
+    year's ice and confidence band are re-cut into the start glaciers' territories
+    (:func:`glacimap.wall.outlines_on_reference`) and keep their ids.
+    """
+    from glacimap.fetch.aoi import load_aoi
+    from glacimap.wall import read_mosaic, outlines_on_reference
+
+    paths = {year: workspace.outlines(year) for year in (year_from, year_to)}
+    for year, path in paths.items():
+        if not path.exists():
+            raise InputNotFoundError(
+                f"no outlines for {year}: {path} not found; run `glacimap outlines --year {year} --restrict none` first"
+            )
+    start = _normalise_ids(read_layer(paths[year_from], WORKSPACE_OUTLINES_LAYER), str(paths[year_from]), "glacier_id")
+    end_raw = read_layer(paths[year_to], WORKSPACE_OUTLINES_LAYER)
+    band = read_layer(paths[year_to], "confidence_band")
+    plan = load_aoi(workspace)
+    mosaic = read_mosaic(workspace, year_to, plan)
+    end = outlines_on_reference(start.reset_index(drop=True), end_raw, band, mosaic, reach_m)
+    log.info("wall-to-wall: %d glaciers of %d re-cut from %d outlines of %d", len(end), year_from, len(end_raw), year_to)
+    inputs = {
+        "form": "workspace (wall-to-wall)",
+        "workspace": str(workspace.root),
+        "outlines_from": str(paths[year_from]),
+        "outlines_to": str(paths[year_to]),
+        "reference": f"{paths[year_from]} (the start year's own glaciers; the end year's ice re-cut into their "
+                     f"territories, reach {reach_m:g} m)",
+        "id_column": "glacier_id",
+    }
+    return start, _normalise_ids(end, str(paths[year_to]), "glacier_id"), start.copy(), inputs
 
 
 def read_outline_pair(

@@ -376,6 +376,82 @@ def read_mosaic(workspace: Workspace, year: int, plan: AoiPlan) -> WallMosaic:
     return mosaic
 
 
+def territory_polygons(territory: np.ndarray, grid: Grid, n: int) -> list[shapely.Geometry]:
+    """One (multi)polygon per label 1..n of a territory raster (empty where a label has no pixel)."""
+    parts: dict[int, list[shapely.Geometry]] = {}
+    for geom, value in shapes(territory.astype(np.int32), mask=territory > 0, transform=grid.transform, connectivity=8):
+        parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    return [shapely.union_all(parts[k]) if k in parts else shapely.Polygon() for k in range(1, n + 1)]
+
+
+def outlines_on_reference(
+    reference: gpd.GeoDataFrame,
+    outlines: gpd.GeoDataFrame,
+    band: gpd.GeoDataFrame,
+    mosaic: WallMosaic,
+    reach_m: float,
+) -> gpd.GeoDataFrame:
+    """Another year's wall-to-wall ice re-cut into the glaciers of ``reference`` (same ids).
+
+    Wall-to-wall outlines get new ids every year, so two years cannot be matched by id.
+    Instead each reference glacier keeps its *territory* (its pixels and those nearer to it
+    than to any other reference glacier, within ``reach_m``) and takes the other year's ice
+    (``outlines``, whatever its ids) and confidence band (``band``) that lie inside it; ice
+    beyond every territory belongs to no reference glacier. ``valid_fraction`` and the scene
+    columns come from that year's prediction ``mosaic`` over the territory, so a glacier that
+    vanished under clear sky (area 0, valid) is told from one hidden by cloud.
+    """
+    grid = mosaic.grid
+    ref = reference.to_crs(grid.crs).reset_index(drop=True)
+    n = len(ref)
+    labels = _label_raster(list(ref.geometry), grid)
+    territory = territories(labels, grid.resolution, reach_m)
+    cells = gpd.GeoDataFrame(
+        {"glacier_id": ref["glacier_id"].astype(str)}, geometry=territory_polygons(territory, grid, n), crs=grid.crs
+    )
+
+    def inside(frame: gpd.GeoDataFrame) -> pd.Series:
+        """Area (m2) of ``frame`` inside each territory, by reference id."""
+        if frame.empty:
+            return pd.Series(0.0, index=cells["glacier_id"])
+        parts = gpd.overlay(frame[["geometry"]].to_crs(grid.crs), cells, how="intersection", keep_geom_type=True)
+        areas = parts.geometry.area.groupby(parts["glacier_id"]).sum()
+        return areas.reindex(cells["glacier_id"], fill_value=0.0)
+
+    ice = gpd.GeoDataFrame(geometry=[shapely.union_all(outlines.to_crs(grid.crs).geometry.values)], crs=grid.crs)
+    ice = ice[~ice.geometry.is_empty]
+    band_union = shapely.union_all(band.to_crs(grid.crs).geometry.values) if len(band) else shapely.Polygon()
+    pieces = (
+        gpd.overlay(ice, cells, how="intersection", keep_geom_type=True).dissolve("glacier_id")
+        if not ice.empty else gpd.GeoDataFrame(geometry=[], crs=grid.crs)
+    )
+    geometry = pieces.geometry.reindex(cells["glacier_id"])
+    area = inside(ice)
+    uncertain = inside(gpd.GeoDataFrame(geometry=[shapely.intersection(ice.geometry.iloc[0], band_union)], crs=grid.crs)
+                       if not ice.empty else ice)
+    outside = inside(gpd.GeoDataFrame(
+        geometry=[shapely.difference(band_union, ice.geometry.iloc[0]) if not ice.empty else band_union], crs=grid.crs
+    ))
+    valid = np.isfinite(mosaic.probability)
+    owned = np.bincount(territory.ravel(), minlength=n + 1)[1:]
+    seen = np.bincount(territory[valid], minlength=n + 1)[1:]
+    out = gpd.GeoDataFrame(
+        {
+            "glacier_id": cells["glacier_id"].values,
+            "area_km2": area.values / 1e6,
+            "area_low_km2": np.clip((area.values - uncertain.values) / 1e6, 0.0, None),
+            "area_high_km2": (area.values + outside.values) / 1e6,
+            "valid_fraction": np.where(owned > 0, seen / np.maximum(owned, 1), 0.0),
+        },
+        # an observed glacier with no ice left keeps an empty outline: "disappeared", not "missing"
+        geometry=[g if isinstance(g, shapely.Geometry) else shapely.Polygon() for g in geometry.values],
+        crs=grid.crs,
+    )
+    for column, values in pd.DataFrame(_scene_attributes(territory, mosaic.origin, mosaic.slots, n)).items():
+        out[column] = values.values
+    return out.to_crs(reference.crs)
+
+
 def run_outlines_wall(settings: OutlinesSettings, params: KienholzParams | None = None) -> OutlinesResult:
     """Build ``outlines/{year}.gpkg`` from the year's AOI prediction tiles (see module docstring)."""
     workspace = Workspace(settings.work)
@@ -402,10 +478,12 @@ __all__ = [
     "glims_id",
     "glims_ids",
     "ice_complexes",
+    "outlines_on_reference",
     "place_tile",
     "read_mosaic",
     "representative_point",
     "run_outlines_wall",
     "territories",
+    "territory_polygons",
     "wall_outlines",
 ]

@@ -30,7 +30,6 @@ from glacimap.errors import (
     CRSMismatchError,
     InputNotFoundError,
     InvalidInputError,
-    NotImplementedYetError,
     OutputExistsError,
 )
 from glacimap.settings import ChangeSettings, resolve_settings
@@ -410,7 +409,7 @@ def test_svalbard_outlines_match_a_hand_computation(tmp_path: Path, year_from: i
     assert summary["regional"]["rate_sigma_km2_a"] is None
 
 
-def test_wall_to_wall_workspace_is_refused_with_a_reason(tmp_path: Path) -> None:
+def test_wall_to_wall_workspace_without_outlines_says_how_to_make_them(tmp_path: Path) -> None:
     (tmp_path / "aoi.json").write_text("{}")
-    with pytest.raises(NotImplementedYetError, match="wall-to-wall"):
+    with pytest.raises(InputNotFoundError, match="outlines --year 2015 --restrict none"):
         run_change(ChangeSettings(work=tmp_path, year_from=2015, year_to=2023))

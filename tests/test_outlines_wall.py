@@ -34,11 +34,12 @@ def _grid(rows: int, cols: int) -> Grid:
 
 
 def make_workspace(
-    root: Path, probability: np.ndarray, confidence: np.ndarray, elevation: np.ndarray, tile_px: int
+    root: Path, probability: np.ndarray, confidence: np.ndarray, elevation: np.ndarray, tile_px: int,
+    year: int = YEAR,
 ) -> tuple[Workspace, AoiPlan]:
     """An AOI workspace: aoi.json, manifest, chips (elevation, source, valid) and predictions.
 
-    Tile k (in plan order) is seen by scene ``S2_k`` on 2023-09-(10 + k) with cloud 0.1 (k + 1).
+    Tile k (in plan order) is seen by scene ``S2_k`` on {year}-09-(10 + k) with cloud 0.1 (k + 1).
     """
     grid = _grid(*probability.shape)
     plan = AoiPlan.from_grid(transform_bounds(CRS, "EPSG:4326", *grid.bounds), grid, tile_px)
@@ -53,12 +54,12 @@ def make_workspace(
             "status": "ok",
             "sensor": "s2",
             "scene_ids": [f"S2_{k}"],
-            "scene_dates": [f"2023-09-{10 + k:02d}"],
-            "date": f"2023-09-{10 + k:02d}",
+            "scene_dates": [f"{year}-09-{10 + k:02d}"],
+            "date": f"{year}-09-{10 + k:02d}",
             "cloud_fraction": round(0.1 * (k + 1), 4),
         }
         write_cog(
-            ws.chip(YEAR, tile.id),
+            ws.chip(year, tile.id),
             np.stack([elevation[window], valid, valid]).astype(np.float32),
             tile.grid,
             ["elevation", "source", "valid"],
@@ -66,14 +67,14 @@ def make_workspace(
             tags={SELECTION_TAG: json.dumps(record)},
         )
         write_cog(
-            ws.prediction(YEAR, tile.id),
+            ws.prediction(year, tile.id),
             np.stack([probability[window], confidence[window]]).astype(np.float32),
             tile.grid,
             ["probability", "confidence"],
             nodata=float("nan"),
         )
         rows.append({"glacier_id": tile.id, "status": "ok"})
-    pd.DataFrame(rows).to_parquet(ws.manifest(YEAR))
+    pd.DataFrame(rows).to_parquet(ws.manifest(year))
     return ws, plan
 
 
