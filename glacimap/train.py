@@ -32,7 +32,7 @@ import safetensors.torch
 import torch
 from scipy import ndimage
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 import glacimap
 from glacimap.augment import AugmentConfig, Patch, augment_normalised, augment_raw
@@ -311,8 +311,8 @@ class _SampleSet:
         index = None if unseen or sample.region not in spec.regions else spec.regions.index(sample.region)
         return encode_region([index], len(spec.regions))[0]
 
-    def cut(self, index: int, top: int, left: int) -> Patch:
-        size = self.patch
+    def cut(self, index: int, top: int, left: int, size: int | None = None) -> Patch:
+        size = size or self.patch
         bands = self.samples[index].bands
         return Patch(
             {
@@ -357,9 +357,10 @@ def margin_band(label: np.ndarray, valid: np.ndarray, width: int = MARGIN_PX) ->
 
 
 class PatchDataset(Dataset):
-    """Random training patches centred on glacier margins (``margin_share``: the hard places,
-    where snow patches touch the ice and termini retreat), on glaciers (``ice_share`` of the
-    rest) or on any valid pixel.
+    """Random training patches centred on pixels the model currently gets wrong
+    (``hard_share``, once :meth:`set_hard` has been given them), on glacier margins
+    (``margin_share`` of the rest: the hard places, where snow patches touch the ice and
+    termini retreat), on glaciers (``ice_share`` of the rest) or on any valid pixel.
 
     Item ``i`` of epoch ``e`` is drawn from a generator seeded by (seed, e, i), so results do
     not depend on data-loader workers; call :meth:`set_epoch` before each epoch. Samples are
@@ -377,6 +378,7 @@ class PatchDataset(Dataset):
         *,
         ice_share: float = 0.7,
         margin_share: float = 0.0,
+        hard_share: float = 0.0,
         augment: AugmentConfig | None = None,
         location: LocationSpec | None = None,
         unseen_rate: float = 0.0,
@@ -384,12 +386,15 @@ class PatchDataset(Dataset):
     ):
         if length < 1:
             raise InvalidInputError(f"patches per epoch must be positive, got {length}")
-        if not all(0.0 <= share <= 1.0 for share in (ice_share, margin_share, unseen_rate)):
-            raise InvalidInputError("ice_share, margin_share and unseen_rate must be in [0, 1]")
+        if not all(0.0 <= share <= 1.0 for share in (ice_share, margin_share, hard_share, unseen_rate)):
+            raise InvalidInputError("ice_share, margin_share, hard_share and unseen_rate must be in [0, 1]")
         self.set = _SampleSet(samples, sources, normalisation, patch, location)
         self.length = length
         self.ice_share = ice_share
         self.margin_share = margin_share
+        self.hard_share = hard_share
+        self.hard_index: list[np.ndarray] = []
+        self.hard_weights: np.ndarray | None = None
         self.augment = augment
         self.unseen_rate = unseen_rate
         self.seed = seed
@@ -408,11 +413,23 @@ class PatchDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def set_hard(self, hard: Sequence[np.ndarray]) -> None:
+        """Flat pixel indices, per sample, of the pixels to centre ``hard_share`` of the patches
+        on (see :func:`mine_hard_pixels`); the sample is picked in proportion to their number."""
+        if len(hard) != len(self.set.samples):
+            raise InvalidInputError(f"hard pixels given for {len(hard)} samples, the dataset has {len(self.set.samples)}")
+        self.hard_index = [np.asarray(h, dtype=np.int64) for h in hard]
+        counts = np.array([h.size for h in self.hard_index], dtype=np.float64)
+        self.hard_weights = counts / counts.sum() if counts.sum() > 0 else None
+
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(item)])
+        if self.hard_share > 0 and self.hard_weights is not None and rng.random() < self.hard_share:
+            index = int(rng.choice(len(self.hard_weights), p=self.hard_weights))
+            return self._patch_at(index, self.hard_index[index], rng)
         index = int(rng.choice(len(self.weights), p=self.weights))
         if self.margin_share > 0 and self.margin_index[index].size and rng.random() < self.margin_share:
             pool = self.margin_index[index]
@@ -420,6 +437,10 @@ class PatchDataset(Dataset):
             pool = self.ice_index[index]
         else:
             pool = self.valid_index[index]
+        return self._patch_at(index, pool, rng)
+
+    def _patch_at(self, index: int, pool: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        """A patch of sample ``index`` centred, with jitter, on a random pixel of ``pool``."""
         flat = int(pool[rng.integers(pool.size)])
         width = self.set.labels[index].shape[1]
         row, col = divmod(flat, width)
@@ -436,6 +457,55 @@ class PatchDataset(Dataset):
         return self.set.item(patch, self.set.location_vector(self.set.samples[index], unseen))
 
 
+def tile_positions(sample_set: _SampleSet, size: int) -> list[tuple[int, int, int]]:
+    """(sample, top, left) of the non-overlapping ``size`` tiles holding a masked-in pixel."""
+    return [
+        (index, top, left)
+        for index, label in enumerate(sample_set.labels)
+        for top in range(0, label.shape[0], size)
+        for left in range(0, label.shape[1], size)
+        if sample_set.masks[index][top : top + size, left : left + size].any()
+    ]
+
+
+@torch.no_grad()
+def mine_hard_pixels(
+    model: nn.Module,
+    sample_set: _SampleSet,
+    device: torch.device,
+    *,
+    tile: int = 256,
+    batch_size: int = 4,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> list[np.ndarray]:
+    """Flat indices, per sample, of the loss-masked pixels ``model`` classifies wrongly.
+
+    Online hard-example mining: the training patches of ``hard_share`` are centred on them, so
+    training dwells on what the model still gets wrong (debris tongues, snow patches at the
+    margins) instead of on the easy interiors of glaciers and valleys.
+    """
+    model.eval()
+    wrong = [np.zeros(label.shape, dtype=bool) for label in sample_set.labels]
+    positions = tile_positions(sample_set, tile)
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start : start + batch_size]
+        items = [
+            sample_set.item(sample_set.normalise(sample_set.cut(i, top, left, tile)),
+                            sample_set.location_vector(sample_set.samples[i]))
+            for i, top, left in chunk
+        ]
+        inputs, location, target, mask = _to_device(default_collate(items), device, channels_last)
+        with _autocast(device, precision):
+            logits, _ = _split_output(model(inputs, location))
+        errors = ((logits.argmax(1) != target) & mask).cpu().numpy()
+        for (i, top, left), error in zip(chunk, errors):
+            height, width = wrong[i].shape
+            h, w = min(tile, height - top), min(tile, width - left)
+            wrong[i][top : top + h, left : left + w] = error[:h, :w]
+    return [np.flatnonzero(w) for w in wrong]
+
+
 class TileDataset(Dataset):
     """Every sample cut into non-overlapping ``patch`` tiles (padding masked): for validation."""
 
@@ -449,13 +519,7 @@ class TileDataset(Dataset):
         location: LocationSpec | None = None,
     ):
         self.set = _SampleSet(samples, sources, normalisation, patch, location)
-        self.tiles = [
-            (index, top, left)
-            for index, label in enumerate(self.set.labels)
-            for top in range(0, label.shape[0], patch)
-            for left in range(0, label.shape[1], patch)
-            if self.set.masks[index][top : top + patch, left : left + patch].any()
-        ]
+        self.tiles = tile_positions(self.set, patch)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -487,6 +551,9 @@ class TrainConfig:
     ice_share: float = 0.7
     #: share of patches centred within MARGIN_PX of a glacier outline (before ice_share applies)
     margin_share: float = 0.0
+    #: share of patches centred on pixels the model gets wrong (mined every ``hard_refresh`` epochs)
+    hard_share: float = 0.0
+    hard_refresh: int = 5
     unseen_rate: float = 0.1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     grad_clip: float | None = None
@@ -498,7 +565,7 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patch", "patches_per_epoch"):
+        for name in ("epochs", "batch_size", "patch", "patches_per_epoch", "hard_refresh"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.finetune_lr <= 0:
@@ -813,6 +880,11 @@ def fit(
             epoch_start = time.perf_counter()
             if hasattr(train_ds, "set_epoch"):
                 train_ds.set_epoch(epoch)
+            if _mining_due(train_ds, config, epoch, start_epoch):
+                train_ds.set_hard(mine_hard_pixels(model, train_ds.set, device, tile=2 * config.patch,
+                                                   batch_size=config.batch_size, precision=precision,
+                                                   channels_last=channels_last))
+                logger.info("epoch %d: %d hard pixels mined", epoch + 1, sum(h.size for h in train_ds.hard_index))
             model.train()
             loss_sum = 0.0
             lr = base_lr
@@ -882,6 +954,14 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_epoch, best_iou, history, best_state, str(device), precision, time.perf_counter() - started)
+
+
+def _mining_due(train_ds: Dataset, config: TrainConfig, epoch: int, start_epoch: int) -> bool:
+    """Hard pixels are mined every ``hard_refresh`` epochs, and at the first epoch of a run
+    (a resumed run re-mines with the weights it resumed from)."""
+    if not isinstance(train_ds, PatchDataset) or train_ds.hard_share <= 0:
+        return False
+    return epoch == start_epoch or epoch % config.hard_refresh == 0
 
 
 def _save_best(path: Path, state: Mapping[str, Tensor], epoch: int, iou: float | None) -> None:
@@ -1043,7 +1123,8 @@ def _training_summary(
         fold=fold,
         seed=config.seed,
         details={"patch": config.patch, "batch_size": config.batch_size, "lr": config.lr,
-                 "patches_per_epoch": config.patches_per_epoch, "margin_share": config.margin_share},
+                 "patches_per_epoch": config.patches_per_epoch, "margin_share": config.margin_share,
+                 "hard_share": config.hard_share},
     )
 
 
@@ -1088,7 +1169,8 @@ def train_model(
                               normalisation_method=normalisation_method)
     train_ds = PatchDataset(
         setup.train_samples, setup.sources, setup.stats, setup.config.patch, setup.config.patches_per_epoch,
-        ice_share=setup.config.ice_share, margin_share=setup.config.margin_share, augment=setup.config.augment, location=setup.location,
+        ice_share=setup.config.ice_share, margin_share=setup.config.margin_share,
+        hard_share=setup.config.hard_share, augment=setup.config.augment, location=setup.location,
         unseen_rate=setup.config.unseen_rate if setup.location is not None and setup.location.kind == "region" else 0.0,
         seed=setup.config.seed,
     )

@@ -17,6 +17,7 @@ import argparse
 import sys
 import logging
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,13 @@ TRAIN_SEEDS = (1, 2, 3)
 YEARS = (2015, 2023)
 
 
-def _fetch_world(seed: int, size_m: float, root: Path) -> list[Any]:
-    """Generate and serve one world; fetch its chips per year; return labelled samples."""
+def _fetch_world(seed: int, size_m: float, root: Path, extra_dates: tuple[str, ...] = ()) -> list[Any]:
+    """Generate and serve one world; fetch its chips per year; return labelled samples.
+
+    ``extra_dates`` (``MM-DD``) add, per year, the chips of the scenes nearest those dates
+    (within 10 days) with the same labels: early-season scenes with more seasonal snow, or
+    scenes after the first autumn snowfall, which the least-cloud choice rarely picks.
+    """
     from glacimap.fetch import run_fetch
     from glacimap.settings import FetchSettings
     from glacimap.synthetic import WorldConfig, generate_world
@@ -43,25 +49,29 @@ def _fetch_world(seed: int, size_m: float, root: Path) -> list[Any]:
     samples = []
     with serve_catalog(world / "stac") as stac:
         for year in YEARS:
-            work = root / f"work-{seed}-{year}"
-            settings = FetchSettings(inventory=world / "truth" / str(year) / "outlines.gpkg", year=year,
-                                     stac_url=stac.stac_url, work=work, workers=1)
-            try:
-                run_fetch(settings)
-            except PartialFailureError as exc:  # cloudy glaciers have no chip; the others train
-                log.info("%s", exc)
-            batch = samples_from_workspace(work, year)
-            for sample in batch:
-                sample.sample_id = f"{seed}-{year}-{sample.sample_id}"
-                sample.region = f"synthetic-{seed}"
-            samples += batch
+            for when in (None, *extra_dates):
+                suffix = "" if when is None else "-" + when.replace("-", "")
+                work = root / f"work-{seed}-{year}{suffix}"
+                target = None if when is None else date.fromisoformat(f"{year}-{when}")
+                settings = FetchSettings(inventory=world / "truth" / str(year) / "outlines.gpkg", year=year,
+                                         stac_url=stac.stac_url, work=work, workers=1, target_date=target,
+                                         days=10)
+                try:
+                    run_fetch(settings)
+                except PartialFailureError as exc:  # cloudy glaciers have no chip; the others train
+                    log.info("%s", exc)
+                batch = samples_from_workspace(work, year)
+                for sample in batch:
+                    sample.sample_id = f"{seed}-{year}{suffix}-{sample.sample_id}"
+                    sample.region = f"synthetic-{seed}"
+                samples += batch
     return samples
 
 
 def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS, size_m: float = 10_000.0,
                      epochs: int = 30, patches_per_epoch: int = 256, patch: int = 128, seed: int = 0,
                      export_only: bool = False, init: Path | None = None, margin_share: float = 0.0,
-                     lr: float = 1e-3) -> Any:
+                     lr: float = 1e-3, hard_share: float = 0.0, extra_dates: tuple[str, ...] = ()) -> Any:
     """Build the training set from synthetic worlds and train ``glavitu-s`` (see module docstring).
 
     With ``export_only``, the best checkpoint of an interrupted run with the same arguments is
@@ -72,10 +82,11 @@ def train_demo_model(out: Path, root: Path, seeds: tuple[int, ...] = TRAIN_SEEDS
     started = time.perf_counter()
     samples = []
     for world_seed in seeds:
-        samples += _fetch_world(world_seed, size_m, root)
+        samples += _fetch_world(world_seed, size_m, root, extra_dates)
     log.info("%d labelled chips from %d worlds in %.0f s", len(samples), len(seeds), time.perf_counter() - started)
     config = TrainConfig(epochs=epochs, batch_size=8, patch=patch, patches_per_epoch=patches_per_epoch,
-                         lr=lr, finetune_lr=lr, margin_share=margin_share, seed=seed, device="auto")
+                         lr=lr, finetune_lr=lr, margin_share=margin_share, hard_share=hard_share, seed=seed,
+                         device="auto")
     strategy = "finetune" if init is not None else "global"
     if export_only:
         if init is not None:
@@ -126,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None, help="fine-tune from these weights (strategy finetune)")
     parser.add_argument("--margin-share", type=float, default=0.0,
                         help="share of patches centred on glacier margins (where snow patches touch the ice)")
+    parser.add_argument("--hard-share", type=float, default=0.0,
+                        help="share of patches centred on pixels the model gets wrong (mined every 5 epochs)")
+    parser.add_argument("--extra-dates", nargs="*", default=[], metavar="MM-DD",
+                        help="also train on each year's scenes nearest these dates (e.g. 08-05 10-08)")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (also the fine-tuning rate)")
     parser.add_argument("--export-only", action="store_true",
                         help="export the best checkpoint of an interrupted run with the same arguments")
@@ -141,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = train_demo_model(args.out, args.root, tuple(args.seeds), args.size, args.epochs,
                               args.patches_per_epoch, args.patch, export_only=args.export_only,
-                              init=args.init, margin_share=args.margin_share, lr=args.lr)
+                              init=args.init, margin_share=args.margin_share, lr=args.lr,
+                              hard_share=args.hard_share, extra_dates=tuple(args.extra_dates))
     if args.export_only:
         log.info("exported %s (validation %s)", args.out, result.validation)
         return 0

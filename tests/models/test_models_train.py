@@ -13,7 +13,7 @@ import torch
 from glacimap.augment import AugmentConfig
 from glacimap.errors import BandMismatchError, InputError, InvalidInputError
 from glacimap.models import create_model
-from glacimap.models.weights import load_weights
+from glacimap.models.weights import BandStats, load_weights
 from glacimap.train import (
     PatchDataset,
     TileDataset,
@@ -26,6 +26,7 @@ from glacimap.train import (
     geographic_folds,
     margin_band,
     mean_normalised_entropy,
+    mine_hard_pixels,
     rasterise_labels,
     read_checkpoint,
     train_model,
@@ -144,6 +145,34 @@ def test_margin_band_and_margin_sampling() -> None:
     assert mixed(PatchDataset([sample], SOURCES, stats, 48, 60, margin_share=0.0, seed=3)) <= 45
     with pytest.raises(InvalidInputError, match="margin_share"):
         PatchDataset([sample], SOURCES, stats, 8, 4, margin_share=1.5)
+
+
+def test_hard_pixels_are_mined_and_sampled() -> None:
+    """The band-ratio model maps the ellipse exactly; a block of rock labelled as ice (a label
+    it cannot learn) is exactly what mining finds, and hard_share=1 centres patches on it."""
+    sample = make_sample(1, size=64)
+    sample.label[40:44, 2:12] = 1  # left of the ellipse, which spans columns 22-59
+    optical = {"optical": ["blue", "red", "swir16"]}
+    raw = {b: BandStats(method="none") for b in optical["optical"]}
+    dataset = PatchDataset([sample], optical, raw, 16, 40, hard_share=1.0, seed=0)
+    model = create_model("band-ratio")
+    hard = mine_hard_pixels(model, dataset.set, torch.device("cpu"), tile=32, batch_size=3)
+    ellipse = np.asarray(make_sample(1, size=64).label) > 0
+    block = np.zeros((64, 64), dtype=bool)
+    block[40:44, 2:12] = True
+    expected = np.flatnonzero(block & ~ellipse)
+    assert expected.size > 20
+    np.testing.assert_array_equal(hard[0], expected)
+    dataset.set_hard(hard)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        # every patch holds a mislabelled pixel: rock reflectance (blue ~0.1) labelled ice
+        rockish_ice = (item["label"] == 1) & (item["inputs"]["optical"][0] < 0.3) & item["mask"]
+        assert bool(rockish_ice.any())
+    with pytest.raises(InvalidInputError, match="hard pixels given for 2 samples"):
+        dataset.set_hard([hard[0], hard[0]])
+    with pytest.raises(InvalidInputError, match="hard_share"):
+        PatchDataset([sample], optical, raw, 16, 4, hard_share=-0.1)
 
 
 def test_tile_dataset_covers_samples_with_masked_padding() -> None:
